@@ -1,0 +1,157 @@
+"""Time one runtime's training step on one configuration; print the timings as JSON.
+
+    python benchmarks/_worker.py RUNTIME NET BATCH DTYPE REPEATS [--min-time S]
+
+RUNTIME is one of RUNTIMES. Runs REPEATS timed steps, more until --min-time
+seconds have passed. Prints one JSON object: per-step times in ns, a probe of
+the first step (loss, norm of the parameter update) for cross-checking the
+runtimes against each other, or {"skip": reason} when the runtime is missing.
+Each runtime runs in its own process: NumPy and PyTorch in one process slow
+each other down (idle BLAS/OpenMP threads spin).
+"""
+import argparse
+import gc
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nets import NETS, RUNTIMES, make_batch, make_params  # noqa: E402
+import reference_numpy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LR = 1e-3
+
+
+class Skip(Exception):
+    """The runtime cannot run here; the message says why."""
+
+
+def load_generated(net, generated_dir):
+    """Import generated/<net>.py by path and check it matches the network."""
+    path = Path(generated_dir) / f"{net.name}.py"
+    if not path.exists():
+        raise Skip(f"{path} does not exist yet")
+    spec = importlib.util.spec_from_file_location(f"_generated_{net.name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    shapes = {k: tuple(v) for k, v in getattr(mod, "PARAM_SHAPES", {}).items()}
+    if shapes != net.param_shapes():
+        raise Skip(f"{path}: PARAM_SHAPES {shapes} != expected {net.param_shapes()}")
+    return mod
+
+
+def make_step(runtime, net, params, x, y, generated_dir):
+    """Return (step, get_params, info): step() does one SGD step and returns the loss or None."""
+    info = {}
+
+    def numpy_params():
+        return {k: v.copy() for k, v in params.items()}
+
+    if runtime in ("generated", "generated_sgd_step"):
+        mod = load_generated(net, generated_dir)
+        info["module"] = str(Path(generated_dir) / f"{net.name}.py")
+        if runtime == "generated_sgd_step":
+            if not hasattr(mod, "sgd_step"):
+                raise Skip("the generated module has no sgd_step")
+            return (lambda: mod.sgd_step(params, x, y, LR)), numpy_params, info
+
+        _, grads = mod.loss_and_grad(params, x, y)
+        info["grad_dtypes"] = sorted({str(g.dtype) for g in grads.values()})
+
+        def step():
+            loss, grads = mod.loss_and_grad(params, x, y)
+            for k, g in grads.items():
+                params[k] -= LR * g
+            return loss
+
+        return step, numpy_params, info
+    if runtime == "numpy":
+        return (lambda: reference_numpy.sgd_step(params, x, y, LR, net.head)), numpy_params, info
+    if runtime == "numpy_opt":
+        fused = reference_numpy.FusedSGD(params, net.head)
+        return (lambda: fused(x, y, LR)), numpy_params, info
+    if runtime == "gemm":
+        gemm = reference_numpy.GemmOnly(params)
+        return (lambda: gemm(x, y, LR)), numpy_params, info
+    if runtime in ("torch", "jax"):
+        if importlib.util.find_spec(runtime) is None:
+            raise Skip(f"{runtime} is not installed")
+        import peers
+
+        if runtime == "torch":
+            import torch
+
+            info["threads"] = torch.get_num_threads()
+            return (*peers.make_torch_step(params, x, y, LR, net.head), info)
+        return (*peers.make_jax_step(params, x, y, LR, net.head), info)
+    raise SystemExit(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+
+
+def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir):
+    """Run the probe, a warm-up and the timed steps; return the result dict."""
+    net = NETS[net_name]
+    dtype = np.dtype(dtype)
+    params = make_params(net, dtype)
+    x, y = make_batch(net, batch, dtype)
+    result = {"runtime": runtime, "net": net_name, "batch": batch, "dtype": dtype.name}
+    try:
+        step, get_params, info = make_step(runtime, net, params, x, y, generated_dir)
+    except Skip as e:
+        return {**result, "skip": str(e)}
+    result.update(info)
+
+    before = get_params()
+    loss = step()  # also compiles (jax)
+    after = get_params()
+    update = math.sqrt(sum(float(np.sum((after[k].astype(np.float64) - before[k]) ** 2)) for k in before))
+    result["probe"] = {"loss": None if loss is None else float(loss), "update_norm": update}
+    result["dtypes_after"] = sorted({str(v.dtype) for v in after.values()})
+
+    t_end = time.perf_counter() + 0.05
+    for _ in range(3):
+        step()
+    while time.perf_counter() < t_end:
+        step()
+
+    times = []
+    gc.disable()
+    t_end = time.perf_counter() + min_time
+    clock = time.perf_counter_ns
+    for i in range(200_000):
+        t0 = clock()
+        loss = step()
+        times.append(clock() - t0)
+        if i + 1 >= repeats and (i & 7 == 7) and time.perf_counter() >= t_end:
+            break
+    gc.enable()
+    result["times_ns"] = times
+    result["final_loss"] = None if loss is None else float(loss)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runtime", choices=RUNTIMES)
+    parser.add_argument("net", choices=sorted(NETS))
+    parser.add_argument("batch", type=int)
+    parser.add_argument("dtype", choices=("float32", "float64"))
+    parser.add_argument("repeats", type=int)
+    parser.add_argument("--min-time", type=float, default=0.0, help="time at least this many seconds")
+    parser.add_argument("--generated-dir", default=str(ROOT / "generated"))
+    args = parser.parse_args(argv)
+    result = measure(args.runtime, args.net, args.batch, args.dtype, args.repeats,
+                     args.min_time, args.generated_dir)
+    result["pid"] = os.getpid()
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Time one SGD training step of generated modules against hand-written NumPy, PyTorch and JAX.
+
+    python benchmarks/bench.py [--smoke] [--out benchmarks/RESULTS.md]
+
+Every (runtime, network, batch, dtype) is measured by `_worker.py` in its own
+process; the runtimes of one configuration take turns, round after round, so
+a slow spell of this shared machine hits them all alike. Reports the median
+and min-max of per-step times pooled over the rounds, the spread of the round
+medians, the ratio to the generated module, GFLOP/s and the fraction of the
+GEMM-only floor. --smoke runs a few seconds of NumPy-only configurations (tests).
+"""
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nets import NETS, RUNTIMES  # noqa: E402  (no NumPy: the driver loads no BLAS)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORKER = HERE / "_worker.py"
+
+LABELS = {
+    "generated": "generated (loss_and_grad + p -= lr*g)",
+    "generated_sgd_step": "generated sgd_step",
+    "numpy": "NumPy hand-written",
+    "numpy_opt": "NumPy hand-optimised",
+    "torch": "PyTorch eager",
+    "jax": "JAX jit",
+    "gemm": "GEMM only (floor)",
+}
+SHORT = {
+    "generated": "generated",
+    "generated_sgd_step": "gen. sgd_step",
+    "numpy": "NumPy",
+    "numpy_opt": "NumPy opt.",
+    "torch": "PyTorch",
+    "jax": "JAX",
+    "gemm": "GEMM only",
+}
+FULL = dict(nets=list(NETS), batches=[1, 32, 128, 1024], dtypes=["float64", "float32"],
+            runtimes=list(RUNTIMES), rounds=3, repeats=20, min_time=0.3)
+SMOKE = dict(nets=list(NETS), batches=[32], dtypes=["float64"],
+             runtimes=["generated", "generated_sgd_step", "numpy", "numpy_opt", "gemm"],
+             rounds=1, repeats=3, min_time=0.0)
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # relative, for the cross-check of first steps
+
+
+def thread_env(threads):
+    """Environment for the workers; threads=None keeps every library's default."""
+    env = dict(os.environ)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                " intra_op_parallelism_threads=1").strip()
+    return env
+
+
+def run_worker(runtime, net, batch, dtype, cfg, env, generated_dir):
+    """Run one worker process; return its result dict (with "error" if it failed)."""
+    cmd = [sys.executable, str(WORKER), runtime, net, str(batch), dtype, str(cfg["repeats"]),
+           "--min-time", str(cfg["min_time"]), "--generated-dir", str(generated_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["(no output)"]
+        return {"runtime": runtime, "error": f"exit {proc.returncode}: {lines[-1]}"}
+    return json.loads(proc.stdout)
+
+
+def measure_all(cfg, env, generated_dir, log):
+    """Round-robin the runtimes of each configuration; return {(net, batch, dtype): {runtime: result}}."""
+    results = {}
+    for net in cfg["nets"]:
+        for batch in cfg["batches"]:
+            for dtype in cfg["dtypes"]:
+                key = (net, batch, dtype)
+                res = results[key] = {}
+                active = list(cfg["runtimes"])
+                for r in range(cfg["rounds"]):
+                    k = r % len(active) if active else 0
+                    for rt in active[k:] + active[:k]:  # rotate the order each round
+                        out = run_worker(rt, net, batch, dtype, cfg, env, generated_dir)
+                        if "times_ns" in out:
+                            agg = res.setdefault(rt, {**out, "rounds": []})
+                            agg["rounds"].append(out["times_ns"])
+                        else:
+                            res[rt] = out
+                    active = [rt for rt in active if "rounds" in res.get(rt, {})]
+                    log(f"{net} batch {batch} {dtype}: round {r + 1}/{cfg['rounds']} done")
+    return results
+
+
+def summarise(res):
+    """Add median/min/max (µs) over the pooled rounds and the medians of each round."""
+    for out in res.values():
+        if "rounds" in out:
+            pooled = [t for rnd in out["rounds"] for t in rnd]
+            out["median"] = statistics.median(pooled) / 1e3
+            out["min"], out["max"] = min(pooled) / 1e3, max(pooled) / 1e3
+            out["round_medians"] = [statistics.median(rnd) / 1e3 for rnd in out["rounds"]]
+            out["steps"] = len(pooled)
+
+
+def cross_check(res, dtype):
+    """Compare every runtime's first step (loss, update norm) with the hand-written NumPy one."""
+    ref = res.get("numpy", {}).get("probe")
+    for rt, out in res.items():
+        probe = out.get("probe")
+        if not probe or rt == "gemm":
+            out["check"] = "–"
+            continue
+        if ref is None:
+            out["check"] = "no reference"
+            continue
+        bad = []
+        for field in ("loss", "update_norm"):
+            a, b = probe[field], ref[field]
+            if a is None or abs(a - b) > TOLERANCE[dtype] * max(abs(b), 1e-30):
+                bad.append(f"{field} {a:.6g} vs {b:.6g}" if a is not None else f"{field} missing")
+        if dtype not in out.get("dtypes_after", [dtype]) or len(out.get("dtypes_after", [])) > 1:
+            bad.append(f"params became {out['dtypes_after']}")
+        if any(d != dtype for d in out.get("grad_dtypes", [])):
+            bad.append(f"grads are {out['grad_dtypes']}")
+        out["check"] = "ok" if not bad else "MISMATCH: " + "; ".join(bad)
+
+
+def machine_info(env):
+    """CPU, cores, library versions and BLAS, read without timing anything."""
+    info = {"python": platform.python_version(), "platform": platform.platform()}
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        models = [l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")]
+        info["cpu"] = models[0] if models else platform.processor()
+        flags = next((l for l in cpuinfo.splitlines() if l.startswith("flags")), "").split()
+        info["simd"] = " ".join(f for f in ("avx2", "fma", "avx512f") if f in flags)
+    except OSError:
+        info["cpu"] = platform.processor() or "unknown"
+    info["cores"] = os.cpu_count()
+    info["usable_cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    for pkg in ("numpy", "torch", "jax", "jaxlib"):
+        try:
+            info[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            info[pkg] = None
+    code = ("import json, numpy as np\n"
+            "try:\n b = np.show_config(mode='dicts')['Build Dependencies']['blas']\n"
+            " print(json.dumps(f\"{b.get('name')} {b.get('version')}\"))\n"
+            "except Exception as e:\n print(json.dumps('unknown'))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    info["blas"] = json.loads(proc.stdout) if proc.returncode == 0 else "unknown"
+    info["threads_env"] = {k: env[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                               "MKL_NUM_THREADS", "XLA_FLAGS") if k in env}
+    return info
+
+
+def fmt(t):
+    """A time in µs with 3 significant digits."""
+    return f"{t:.3g}" if t < 1000 else f"{t:,.0f}"
+
+
+def render(results, cfg, info, argv, started, elapsed, load):
+    """The Markdown report."""
+    lines = ["# Training-step benchmarks", "",
+             f"`python benchmarks/bench.py {' '.join(argv)}`, {started:%Y-%m-%d %H:%M} UTC, "
+             f"{elapsed:.0f} s. One step = forward, backward, SGD update (lr = 1e-3) on one fixed batch.",
+             "", "## Machine", "",
+             f"- CPU: {info['cpu']} ({info.get('simd', '')}), {info['cores']} logical cores "
+             f"({info['usable_cores']} usable); {info['platform']}",
+             f"- Python {info['python']}, NumPy {info['numpy']} (BLAS: {info['blas']}), "
+             f"PyTorch {info['torch'] or 'not installed'}"
+             + (f" ({info['torch_threads']} threads)" if info.get("torch_threads") else "")
+             + f", JAX {info['jax'] or 'not installed'}",
+             f"- Threads: {info['threads_env'] or 'library defaults (no *_NUM_THREADS set)'}; "
+             f"load average {load[0]} at start, {load[1]} at end",
+             "", "## Method", "",
+             f"- Each runtime runs in its own process (`benchmarks/_worker.py`); for each "
+             f"configuration the runtimes take turns for {cfg['rounds']} round(s), the order "
+             f"rotating each round. A round times each step separately (gc off) after a warm-up: "
+             f"at least {cfg['repeats']} steps and {cfg['min_time']} s.",
+             "- median, min–max: over all steps of all rounds; round medians: the spread between "
+             "rounds (a wide spread means the machine was busy).",
+             "- × gen.: median / median of the generated module (> 1 is slower). When the module "
+             "is missing, the ratio is to the hand-written NumPy step (× NumPy).",
+             "- GFLOP/s: 6 · batch · Σ n_in·n_out per step (the usual count; it includes the "
+             "gradient for x, which no step computes). % of GEMM: GEMM-only time / this time, "
+             "where GEMM only is the 3L − 1 matmuls a step needs, preallocated, nothing else.",
+             "- check: the first step's loss and update norm agree with the hand-written NumPy step "
+             "(float64 1e-9, float32 1e-4 relative) and the dtype is kept.", ""]
+
+    notes = []
+    summary = ["## Summary: median step time relative to the generated module", ""]
+    rts = [rt for rt in RUNTIMES if rt in cfg["runtimes"]]
+    summary.append("| net | dtype | batch | baseline µs | " + " | ".join(SHORT[rt] for rt in rts) + " |")
+    summary.append("|---|---|---:|---:|" + "---:|" * len(rts))
+    sections = []
+    for net in cfg["nets"]:
+        for dtype in cfg["dtypes"]:
+            sec = [f"## {net}, {dtype}", "",
+                   "| batch | runtime | median µs | min–max µs | round medians µs | × gen. "
+                   "| GFLOP/s | % of GEMM | check |",
+                   "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+            for batch in cfg["batches"]:
+                res = results[(net, batch, dtype)]
+                base_rt = "generated" if "median" in res.get("generated", {}) else "numpy"
+                base = res.get(base_rt, {}).get("median")
+                gemm = res.get("gemm", {}).get("median")
+                flops = NETS[net].nominal_flops(batch)
+                cells = []
+                for rt in rts:
+                    out = res.get(rt, {})
+                    if "median" not in out:
+                        reason = out.get("skip") or out.get("error") or "not run"
+                        notes.append(f"{net} {dtype} batch {batch}: {LABELS[rt]} skipped: {reason}")
+                        sec.append(f"| {batch} | {LABELS[rt]} | skipped | | | | | | {reason} |")
+                        cells.append("–")
+                        continue
+                    med = out["median"]
+                    ratio = f"{med / base:.2f}" if base else "–"
+                    if base_rt != "generated" and base:
+                        ratio += " (× NumPy)"
+                    cells.append(f"{med / base:.2f}" if base else "–")
+                    rm = out["round_medians"]
+                    sec.append(
+                        f"| {batch} | {LABELS[rt]} | {fmt(med)} | {fmt(out['min'])}–{fmt(out['max'])} "
+                        f"| {fmt(min(rm))}–{fmt(max(rm))} | {ratio} | {flops / med / 1e3:.2f} "
+                        f"| {f'{100 * gemm / med:.0f}%' if gemm else '–'} | {out.get('check', '')} |")
+                    if out.get("check", "ok") not in ("ok", "–"):
+                        notes.append(f"{net} {dtype} batch {batch}: {LABELS[rt]}: {out['check']}")
+                base_txt = f"{fmt(base)} ({'gen.' if base_rt == 'generated' else 'NumPy'})" if base else "–"
+                summary.append(f"| {net} | {dtype} | {batch} | {base_txt} | " + " | ".join(cells) + " |")
+            sections += sec + [""]
+    lines += summary + [""] + sections
+    if notes:
+        seen = []
+        for n in notes:
+            if n not in seen:
+                seen.append(n)
+        lines += ["## Notes", ""] + [f"- {n}" for n in seen] + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, NumPy runtimes only (for tests)")
+    parser.add_argument("--out", help="write the Markdown here (default: benchmarks/RESULTS.md; "
+                                      "--smoke: stdout only)")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--min-time", type=float, help="seconds per runtime per round")
+    parser.add_argument("--nets", nargs="+", choices=sorted(NETS))
+    parser.add_argument("--batches", nargs="+", type=int)
+    parser.add_argument("--dtypes", nargs="+", choices=("float64", "float32"))
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES)
+    parser.add_argument("--threads", type=int, help="set OMP/OPENBLAS/MKL threads (and XLA's if 1)")
+    parser.add_argument("--generated-dir", default=str(ROOT / "generated"))
+    args = parser.parse_args(argv)
+
+    cfg = dict(SMOKE if args.smoke else FULL)
+    for k in ("rounds", "min_time", "nets", "batches", "dtypes", "runtimes"):
+        if getattr(args, k) is not None:
+            cfg[k] = getattr(args, k)
+    out_path = args.out or (None if args.smoke else str(HERE / "RESULTS.md"))
+    env = thread_env(args.threads)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    info = machine_info(env)
+    results = measure_all(cfg, env, args.generated_dir, log)
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    for (net, batch, dtype), res in results.items():
+        summarise(res)
+        cross_check(res, dtype)
+        info.setdefault("torch_threads", res.get("torch", {}).get("threads"))
+    report = render(results, cfg, info, argv, started, time.perf_counter() - t0, (load0, load1))
+
+    if out_path:
+        tmp = Path(out_path).with_suffix(".tmp")
+        tmp.write_text(report)
+        tmp.replace(out_path)
+        log(f"wrote {out_path}")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The same training step in PyTorch (eager) and JAX (jit), written the way each is best used."""
+import numpy as np
+
+
+def _keys(params):
+    return [f"{p}{l}" for l in range(1, len(params) // 2 + 1) for p in ("W", "b")]
+
+
+def torch_loss(params, x, y, head):
+    """Batch-mean loss of the network; params: dict of torch tensors."""
+    import torch
+    import torch.nn.functional as F
+
+    L = len(params) // 2
+    a = x
+    for l in range(1, L):
+        a = torch.relu(F.linear(a, params[f"W{l}"], params[f"b{l}"]))
+    z = F.linear(a, params[f"W{L}"], params[f"b{L}"])
+    if head == "softmax_cce":
+        return F.cross_entropy(z, y)  # y: class probabilities; mean over the batch
+    return 0.5 * F.mse_loss(torch.sigmoid(z), y, reduction="sum") / x.shape[0]
+
+
+def torch_loss_and_grad(params, x, y, head):
+    """(loss, grads) by torch autograd, NumPy in and out: the independent reference."""
+    import torch
+
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    loss = torch_loss(tp, torch.from_numpy(x), torch.from_numpy(y), head)
+    loss.backward()
+    return loss.item(), {k: t.grad.numpy() for k, t in tp.items()}
+
+
+def make_torch_step(params, x, y, lr, head):
+    """Return (step, get_params): step() does one SGD step and returns the loss."""
+    import torch
+
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    ps = list(tp.values())
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        loss = torch_loss(tp, tx, ty, head)
+        loss.backward()
+        with torch.no_grad():
+            for p in ps:
+                p.sub_(p.grad, alpha=lr)
+                p.grad = None
+        return loss.item()
+
+    def get_params():
+        return {k: t.detach().numpy().copy() for k, t in tp.items()}
+
+    return step, get_params
+
+
+def make_jax_step(params, x, y, lr, head):
+    """Return (step, get_params); the whole step is one jitted function, params donated."""
+    import jax
+
+    if params["W1"].dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    L = len(params) // 2
+
+    def loss_fn(p, x, y):
+        a = x
+        for l in range(1, L):
+            a = jax.nn.relu(a @ p[f"W{l}"].T + p[f"b{l}"])
+        z = a @ p[f"W{L}"].T + p[f"b{L}"]
+        if head == "softmax_cce":
+            return -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / x.shape[0]
+        return 0.5 * jnp.sum((jax.nn.sigmoid(z) - y) ** 2) / x.shape[0]
+
+    def _step(p, x, y):
+        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
+        return jax.tree.map(lambda w, gw: w - lr * gw, p, g), loss
+
+    # Donation lets XLA update the parameters in place where the backend can.
+    step_fn = jax.jit(_step, donate_argnums=0)
+    state = {"p": {k: jnp.asarray(v) for k, v in params.items()}}
+    jx, jy = jnp.asarray(x), jnp.asarray(y)
+    assert state["p"]["W1"].dtype == params["W1"].dtype, "jax changed the dtype"
+
+    def step():
+        state["p"], loss = step_fn(state["p"], jx, jy)
+        return float(loss)  # waits for the result
+
+    def get_params():
+        return {k: np.array(v) for k, v in state["p"].items()}
+
+    return step, get_params

@@ -1,0 +1,147 @@
+"""The benchmark suite: the smoke run writes its report, the NumPy references are right."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench  # noqa: E402
+import reference_numpy as ref  # noqa: E402
+from nets import NETS, make_batch, make_params  # noqa: E402
+
+SMALL = NETS["mlp_4_2_3"]
+
+
+def relative_error(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    proc = subprocess.run([sys.executable, str(BENCH / "bench.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text()
+
+
+def test_smoke_report_has_machine_info_and_summary(smoke_report):
+    assert "## Machine" in smoke_report and "NumPy" in smoke_report and "BLAS" in smoke_report
+    header = next(l for l in smoke_report.splitlines() if l.startswith("| net | dtype | batch |"))
+    for rt in bench.SMOKE["runtimes"]:
+        assert f"| {bench.SHORT[rt]} " in header + " "
+    for net in bench.SMOKE["nets"]:
+        assert any(l.startswith(f"| {net} | float64 | 32 |") for l in smoke_report.splitlines())
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_smoke_report_has_a_row_per_runtime(smoke_report, net):
+    lines = smoke_report.splitlines()
+    start = lines.index(f"## {net}, float64")
+    table = [l for l in lines[start + 2:] if l.startswith("|")]
+    columns = [c.strip() for c in table[0].strip("|").split("|")]
+    assert columns == ["batch", "runtime", "median µs", "min–max µs", "round medians µs",
+                       "× gen.", "GFLOP/s", "% of GEMM", "check"]
+    rows = {cells[1]: cells for cells in
+            ([c.strip() for c in l.strip("|").split("|")] for l in table[2:])}
+    for rt in bench.SMOKE["runtimes"]:
+        cells = rows[bench.LABELS[rt]]
+        assert cells[0] == "32"
+        if rt.startswith("generated") and cells[2] == "skipped":
+            continue  # the module is not generated yet, or offers no sgd_step
+        assert float(cells[2].replace(",", "")) > 0
+        assert float(cells[6]) > 0
+    assert rows[bench.LABELS["numpy"]][8] == "ok"
+    assert rows[bench.LABELS["numpy_opt"]][8] == "ok"
+
+
+def test_cross_check_flags_a_wrong_runtime():
+    good = {"loss": 1.0, "update_norm": 0.5}
+    res = {"numpy": {"probe": good, "dtypes_after": ["float64"]},
+           "numpy_opt": {"probe": dict(good), "dtypes_after": ["float64"]},
+           "torch": {"probe": {"loss": 1.0, "update_norm": 0.5001}, "dtypes_after": ["float64"]},
+           "generated": {"probe": dict(good), "dtypes_after": ["float64"], "grad_dtypes": ["float32"]}}
+    bench.cross_check(res, "float64")
+    assert res["numpy_opt"]["check"] == "ok"
+    assert res["torch"]["check"].startswith("MISMATCH: update_norm")
+    assert "grads are" in res["generated"]["check"]
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_plain_and_fused_steps_agree(net, batch):
+    net = NETS[net]
+    plain = make_params(net)
+    fused_params = copy.deepcopy(plain)
+    fused = ref.FusedSGD(fused_params, net.head)
+    x, y = make_batch(net, batch)
+    for _ in range(3):
+        loss_plain = ref.sgd_step(plain, x, y, 0.1, net.head)
+        loss_fused = fused(x, y, 0.1)
+        assert loss_fused == pytest.approx(loss_plain, rel=1e-12)
+    for k in plain:
+        assert relative_error(fused_params[k], plain[k]) < 1e-12, k
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_references_keep_float32(net):
+    net = NETS[net]
+    params = make_params(net, np.float32)
+    x, y = make_batch(net, 4, np.float32)
+    _, grads = ref.loss_and_grad(params, x, y, net.head)
+    assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
+    ref.sgd_step(params, x, y, 0.1, net.head)
+    ref.FusedSGD(params, net.head)(x, y, 0.1)
+    assert {p.dtype for p in params.values()} == {np.dtype(np.float32)}
+
+
+def test_plain_gradient_matches_finite_differences():
+    params = make_params(SMALL)
+    x, y = make_batch(SMALL, 3)
+    _, grads = ref.loss_and_grad(params, x, y, SMALL.head)
+    h = 1e-6
+    for k, p in params.items():
+        numeric = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + h
+            up, _ = ref.loss_and_grad(params, x, y, SMALL.head)
+            p[i] = old - h
+            down, _ = ref.loss_and_grad(params, x, y, SMALL.head)
+            p[i] = old
+            numeric[i] = (up - down) / (2 * h)
+        assert np.allclose(grads[k], numeric, rtol=1e-6, atol=1e-9), k
+
+
+def test_a_planted_error_fails_the_finite_difference_check():
+    params = make_params(SMALL)
+    x, y = make_batch(SMALL, 3)
+    _, grads = ref.loss_and_grad(params, x, y, SMALL.head)
+    h = 1e-6
+    params["b2"][0] += h
+    up, _ = ref.loss_and_grad(params, x, y, SMALL.head)
+    params["b2"][0] -= 2 * h
+    down, _ = ref.loss_and_grad(params, x, y, SMALL.head)
+    assert (up - down) / (2 * h) == pytest.approx(grads["b2"][0], rel=1e-6)
+    assert (up - down) / (2 * h) != pytest.approx(1.01 * grads["b2"][0], rel=1e-6)
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+@pytest.mark.parametrize("batch", [1, 7])
+def test_references_match_torch_autograd(net, batch):
+    pytest.importorskip("torch")
+    import peers
+
+    net = NETS[net]
+    params = make_params(net)
+    x, y = make_batch(net, batch)
+    loss, grads = ref.loss_and_grad(params, x, y, net.head)
+    torch_loss, torch_grads = peers.torch_loss_and_grad(params, x, y, net.head)
+    assert loss == pytest.approx(torch_loss, rel=1e-10)
+    for k in params:
+        assert relative_error(grads[k], torch_grads[k]) < 1e-10, k
