@@ -24,6 +24,14 @@ import numpy as np
 HEADS = ("softmax_cce", "sigmoid_mse")
 
 
+def _weight_product(d, prev, out):
+    """out = d.T @ prev. At batch 1 this is an outer product, for which a broadcast
+    multiply is 2-4x faster than np.matmul (BLAS gemm with k = 1 zeroes out first)."""
+    if d.shape[0] == 1:
+        return np.multiply(d.T, prev, out=out)
+    return np.matmul(d.T, prev, out=out)
+
+
 def _layers(params):
     return len(params) // 2
 
@@ -161,7 +169,7 @@ class FusedSGD:
                 np.matmul(d, W[l], out=delta[l - 1])
                 np.greater(prev, 0, out=self.mask[l - 1])
                 delta[l - 1] *= self.mask[l - 1]
-            np.matmul(d.T, prev, out=self.dW[l])
+            _weight_product(d, prev, self.dW[l])
             W[l] -= self.dW[l]
             np.sum(d, axis=0, out=self.db[l])
             b[l] -= self.db[l]
@@ -173,7 +181,8 @@ class FusedSGD:
 class GemmOnly:
     """Only the 3L - 1 matmuls of a step (forward, dW, delta), preallocated: the floor.
 
-    Needs no gradient for x, so layer 1 has no delta matmul. Updates nothing.
+    Needs no gradient for x, so layer 1 has no delta matmul. At batch 1 the dW
+    products are outer products, done the fastest NumPy way. Updates nothing.
     """
 
     def __init__(self, params):
@@ -196,7 +205,7 @@ class GemmOnly:
             prev = a[l]
         d = a[L]
         for l in range(L, 0, -1):
-            np.matmul(d.T, x if l == 1 else a[l - 1], out=self.dW[l])
+            _weight_product(d, x if l == 1 else a[l - 1], self.dW[l])
             if l > 1:
                 np.matmul(d, W[l], out=dbuf[l - 1])
                 d = dbuf[l - 1]
