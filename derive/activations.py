@@ -1,0 +1,69 @@
+"""ACTIVATIONS: name -> the activation's SymPy formula in x; everything else is derived from it."""
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .naming import X
+
+ALPHA = sp.Symbol("alpha", positive=True)
+BETA = sp.Symbol("beta", positive=True)
+
+# softmax is the one activation that acts on a whole layer: x_k over K units.
+K = sp.Symbol("K", integer=True, positive=True)
+_k, _j = sp.symbols("k j", integer=True, positive=True)
+XV = sp.IndexedBase("x")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation: a SymPy formula in `X` (or, for a vector activation, in x[k] over K units)."""
+
+    name: str
+    formula: sp.Expr
+    params: dict = field(default_factory=dict)   # parameter Symbol -> default value
+    vector: bool = False
+    title: str = ""
+
+    def bind(self, **values) -> sp.Expr:
+        """The formula with its parameters replaced by numbers (defaults where not given)."""
+        subs = {sym: sp.nsimplify(values.get(sym.name, default)) for sym, default in self.params.items()}
+        return self.formula.xreplace(subs)
+
+
+ACTIVATIONS: dict[str, Activation] = {}
+
+
+def register(name: str, formula: sp.Expr, title: str = "", vector: bool = False, **defaults) -> None:
+    """Add an activation; its derivative, code, LaTeX and tests all follow from `formula`."""
+    params = {sp.Symbol(k, positive=True): v for k, v in defaults.items()}
+    ACTIVATIONS[name] = Activation(name, formula, params, vector, title or name)
+
+
+_phi = (1 + sp.erf(X / sp.sqrt(2))) / 2    # the standard normal CDF
+
+register("identity", X, "identity")
+register("sigmoid", 1 / (1 + sp.exp(-X)), r"\sigma")
+register("tanh", sp.tanh(X), r"\tanh")
+register("relu", sp.Max(X, 0), "ReLU")
+register("leaky_relu", sp.Piecewise((X, X > 0), (ALPHA * X, True)), "LeakyReLU", alpha=0.01)
+register("elu", sp.Piecewise((X, X > 0), (ALPHA * (sp.exp(X) - 1), True)), "ELU", alpha=1.0)
+register("gelu", X * _phi, "GELU")
+register("gelu_tanh",
+         X * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (X + sp.Rational(44715, 1000000) * X**3))) / 2,
+         r"GELU_{\tanh}")
+register("softplus", sp.log(1 + sp.exp(X)), "softplus")
+register("swish", X / (1 + sp.exp(-BETA * X)), "swish", beta=1.0)
+register("step", sp.Heaviside(X, 0), "step")
+register("sign", sp.sign(X), "sign")
+register("softmax", sp.exp(XV[_k]) / sp.Sum(sp.exp(XV[_j]), (_j, 1, K)), "softmax", vector=True)
+
+
+def softmax_instance(zs: list) -> list:
+    """softmax of a concrete list of expressions, from the registry's indexed formula."""
+    f = ACTIVATIONS["softmax"].formula
+    out = []
+    for k in range(1, len(zs) + 1):
+        e = f.xreplace({_k: k, K: len(zs)}).doit()
+        out.append(e.replace(lambda t: isinstance(t, sp.Indexed) and t.base == XV,
+                             lambda t: zs[int(t.indices[0]) - 1]))
+    return out

@@ -1,0 +1,463 @@
+"""Parse a custom activation formula in x from untrusted text, without eval."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+import operator
+import warnings
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Callable, NoReturn
+
+import sympy as sp
+
+from derive.errors import SpecError
+
+X = sp.Symbol("x", real=True)
+
+MAX_LENGTH = 500  # characters
+MAX_NODES = 200  # operands and operations
+MAX_DEPTH = 40  # nesting of operations
+MAX_EXPONENT = 100  # |c| in base**c
+MAX_BITS = 10_000  # bound on the exact integers SymPy may form (powers multiply it)
+_CANCELLATION = 1e-9  # a constant sum this much smaller than its terms is taken for zero
+
+
+def _sigmoid(u: float) -> float:
+    # 1/(1+exp(-u)) == exp(u)/(1+exp(u)); take the form that cannot overflow
+    return 1 / (1 + math.exp(-u)) if u >= 0 else math.exp(u) / (1 + math.exp(u))
+
+
+def _softplus(u: float) -> float:
+    # log(1+exp(u)) == max(u, 0) + log(1+exp(-|u|))
+    return max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+
+
+def _abs(u: sp.Expr) -> sp.Expr:
+    # Abs(u) evaluates by asking the assumptions system about u: ~50 ms for a large u,
+    # seconds for nested ones. Unevaluated, it means and differentiates the same.
+    return sp.Abs(u) if u.is_number else sp.Abs(u, evaluate=False)
+
+
+def _extremum(kind: type[sp.Max] | type[sp.Min]) -> Callable[[sp.Expr, sp.Expr], sp.Expr]:
+    """max/min of two parts, left unevaluated unless both are rational numbers.
+
+    Evaluating Max/Min makes SymPy compare every pair of arguments of nested calls
+    symbolically, which takes seconds for a chain of ten (and Max(x, x/10) cannot
+    be simplified anyway); the result means the same and differentiates the same.
+    """
+
+    def build(a: sp.Expr, b: sp.Expr) -> sp.Expr:
+        return kind(a, b) if a.is_Rational and b.is_Rational else kind(a, b, evaluate=False)
+
+    return build
+
+
+@dataclass(frozen=True)
+class _Function:
+    arity: int
+    build: Callable[..., sp.Expr]  # SymPy side
+    value: Callable[..., float]  # float side, to range-check constant parts
+
+
+FUNCTIONS: dict[str, _Function] = {
+    "abs": _Function(1, _abs, abs),
+    "asinh": _Function(1, sp.asinh, math.asinh),
+    "atan": _Function(1, sp.atan, math.atan),
+    "cos": _Function(1, sp.cos, math.cos),
+    "cosh": _Function(1, sp.cosh, math.cosh),
+    "erf": _Function(1, sp.erf, math.erf),
+    "exp": _Function(1, sp.exp, math.exp),
+    "log": _Function(1, sp.log, math.log),
+    "max": _Function(2, _extremum(sp.Max), max),
+    "min": _Function(2, _extremum(sp.Min), min),
+    "sigmoid": _Function(1, lambda u: 1 / (1 + sp.exp(-u)), _sigmoid),
+    "sign": _Function(1, sp.sign, lambda u: float((u > 0) - (u < 0))),
+    "sin": _Function(1, sp.sin, math.sin),
+    "sinh": _Function(1, sp.sinh, math.sinh),
+    "softplus": _Function(1, lambda u: sp.log(1 + sp.exp(u)), _softplus),
+    "sqrt": _Function(1, sp.sqrt, math.sqrt),
+    "tan": _Function(1, sp.tan, math.tan),
+    "tanh": _Function(1, sp.tanh, math.tanh),
+}
+CONSTANTS: dict[str, tuple[sp.Expr, float]] = {"pi": (sp.pi, math.pi), "e": (sp.E, math.e)}
+
+# operator -> (on SymPy expressions, on floats); SymPy's operators evaluate as they build
+_BINARY = {
+    ast.Add: (operator.add, operator.add),
+    ast.Sub: (operator.sub, operator.sub),
+    ast.Mult: (operator.mul, operator.mul),
+    ast.Div: (operator.truediv, operator.truediv),
+    ast.Pow: (operator.pow, math.pow),  # math.pow raises where ** would go complex
+}
+_UNARY = (ast.USub, ast.UAdd)
+_REFUSED_OPERATORS = {
+    ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|",
+    ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>", ast.Invert: "~", ast.Not: "not",
+}
+_SPELLED = {
+    ast.Attribute: "attribute access", ast.Subscript: "indexing", ast.Slice: "a slice",
+    ast.Lambda: "a lambda", ast.ListComp: "a comprehension", ast.SetComp: "a comprehension",
+    ast.DictComp: "a comprehension", ast.GeneratorExp: "a generator expression",
+    ast.Compare: "a comparison", ast.BoolOp: "'and'/'or'", ast.IfExp: "a conditional expression",
+    ast.JoinedStr: "an f-string", ast.FormattedValue: "an f-string", ast.NamedExpr: "':='",
+    ast.Tuple: "a tuple", ast.List: "a list", ast.Set: "a set", ast.Dict: "a dict",
+    ast.Starred: "a starred argument", ast.Await: "'await'", ast.Yield: "'yield'",
+    ast.YieldFrom: "'yield from'",
+}
+_ALLOWED = (
+    "a formula may use only x, pi, e, numbers, + - * / ** and the functions "
+    + ", ".join(FUNCTIONS)
+)
+_VARIABLE_POWER = "for a variable exponent write exp(x*log(2)) instead of 2**x"
+
+
+@dataclass(frozen=True)
+class _Term:
+    """A built subformula and what the checks above it need to know."""
+
+    expr: sp.Expr
+    has_x: bool
+    value: float | None  # its float value when it does not contain x
+    bits: int  # bound on the size of the exact numbers inside it
+    has_pow: bool
+
+
+def parse_formula(text: str, source: str = "", where: str = "formula") -> sp.Expr:
+    """Turn an activation formula in ``x`` into a SymPy expression in ``X``, safely.
+
+    The text is parsed with :mod:`ast`, never evaluated: only ``x``, ``pi``, ``e``,
+    int and float literals (floats become exact rationals: 0.1 is 1/10), ``+ - * / **``,
+    unary ``-``/``+`` and positional calls of the functions in ``FUNCTIONS`` are
+    accepted. Length, node count, nesting, exponents (constants within +-100, no
+    towers) and the size of exact numbers are bounded, and every part without x
+    must be a finite real float that does not cancel to zero, so no input can make
+    the parser or SymPy hang. ``abs``, ``max`` and ``min`` of parts with x are built
+    unevaluated, since SymPy's evaluation of them can take seconds.
+
+    Args:
+        text: the formula, e.g. from an untrusted spec file.
+        source: the file it came from, for the error message.
+        where: the place in that file, for the error message.
+
+    Returns:
+        A SymPy expression whose only free symbol is ``X``.
+
+    Raises:
+        SpecError: for anything else, with a one-line message naming the fix.
+
+    >>> parse_formula("x*tanh(log(1 + exp(x)))")
+    x*tanh(log(exp(x) + 1))
+    """
+    return _Parser(text, source, where).parse()
+
+
+class _Parser:
+    """One parse: the raw text, where it came from, and the checks in the order they run."""
+
+    def __init__(self, text: object, source: str, where: str):
+        self.raw, self.source, self.where = text, source, where
+        self.text = ""
+        self.offset = 0  # leading blanks stripped; columns are reported in the raw text
+
+    def fail(self, what: str, fix: str) -> NoReturn:
+        raise SpecError(self.source, self.where, what, fix)
+
+    def at(self, node: ast.AST) -> str:
+        return f"at column {node.col_offset + 1 + self.offset}"
+
+    def snippet(self, node: ast.AST) -> str:
+        piece = self.text[node.col_offset : node.end_col_offset]
+        return repr(piece if len(piece) <= 30 else piece[:27] + "...")
+
+    def parse(self) -> sp.Expr:
+        tree = self.read()
+        self.check_shape(tree.body)
+        term = self.build(tree.body)
+        whole = self.snippet(tree.body)
+        if not term.has_x or term.expr.free_symbols != {X}:
+            fix = "a constant activation has zero gradient; use x"
+            self.fail(f"{whole} does not depend on x", fix)
+        if term.expr.has(sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity, sp.I):
+            self.fail(
+                f"{whole} is {term.expr}, not a finite real function of x",
+                "remove the division by zero or the root of a negative number",
+            )
+        return term.expr
+
+    def read(self) -> ast.Expression:
+        """Check the raw text, then let Python's parser tokenise it."""
+        if not isinstance(self.raw, str):
+            kind = type(self.raw).__name__
+            self.fail(f"formula must be text, got {kind}", 'quote it, e.g. "x*sigmoid(x)"')
+        if len(self.raw) > MAX_LENGTH:
+            what = f"formula has {len(self.raw)} characters, more than {MAX_LENGTH}"
+            self.fail(what, "shorten it")
+        self.text = self.raw.strip()
+        self.offset = len(self.raw) - len(self.raw.lstrip())
+        if not self.text:
+            self.fail("formula is empty", 'write a formula in x, e.g. "x*sigmoid(x)"')
+        for column, char in enumerate(self.text, 1 + self.offset):
+            # Python's parser NFKC-normalises identifiers (fullwidth 'ｘ' becomes 'x'),
+            # so anything but printable ASCII is refused before it gets there.
+            if not " " <= char <= "~":
+                self.fail(
+                    f"character U+{ord(char):04X} at column {column} is not allowed",
+                    "write the formula on one line in plain ASCII (look-alike letters are refused)",
+                )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return ast.parse(self.text, mode="eval")
+        except SyntaxError as error:
+            message = " ".join(str(error.msg).split())
+            column = f" at column {error.offset + self.offset}" if error.offset else ""
+            self.fail(f"{message}{column}", f"{_ALLOWED}; check the brackets and operators")
+        except (RecursionError, MemoryError, ValueError, OverflowError):
+            self.fail("formula is nested too deeply to parse", "simplify it")
+
+    def check_shape(self, root: ast.expr) -> None:
+        """Whitelist every node and bound size and depth, iteratively, before SymPy sees any."""
+        count = 0
+        stack = [(root, 1)]
+        while stack:
+            node, depth = stack.pop()
+            count += 1
+            if count > MAX_NODES:
+                self.fail(f"formula has over {MAX_NODES} operands and operations", "shorten it")
+            if depth > MAX_DEPTH:
+                self.fail(f"formula nests over {MAX_DEPTH} deep {self.at(node)}", "flatten it")
+            children = self.check_node(node)
+            stack.extend((child, depth + 1) for child in reversed(children))
+
+    def check_node(self, node: ast.AST) -> list[ast.expr]:
+        """Refuse anything off the whitelist; return the operands to check next."""
+        if isinstance(node, ast.BinOp):
+            if type(node.op) not in _BINARY:
+                self.refuse_operator(node)
+            return [node.left, node.right]
+        if isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, _UNARY):
+                self.refuse_operator(node)
+            return [node.operand]
+        if isinstance(node, ast.Constant):
+            kind = type(node.value)
+            if kind not in (int, float):
+                spelled = {
+                    bool: "True/False", str: "a string", bytes: "bytes", complex: "a complex number"
+                }
+                self.fail(
+                    f"{spelled.get(kind, repr(node.value))} {self.at(node)} is not allowed",
+                    f"{_ALLOWED}; remove {self.snippet(node)}",
+                )
+            return []
+        if isinstance(node, ast.Name):
+            self.check_name(node)
+            return []
+        if isinstance(node, ast.Call):
+            self.check_call(node)
+            return list(node.args)
+        thing = _SPELLED.get(type(node), type(node).__name__)
+        self.fail(
+            f"{thing} {self.at(node)} is not allowed", f"{_ALLOWED}; remove {self.snippet(node)}"
+        )
+
+    def refuse_operator(self, node: ast.BinOp | ast.UnaryOp) -> NoReturn:
+        symbol = _REFUSED_OPERATORS.get(type(node.op), type(node.op).__name__)
+        hint = "for a power write ** (^ is bitwise xor)" if symbol == "^" else "use + - * / **"
+        self.fail(
+            f"operator {symbol!r} in {self.snippet(node)} {self.at(node)} is not allowed",
+            f"{_ALLOWED}; {hint}",
+        )
+
+    def check_name(self, node: ast.Name) -> None:
+        if node.id == "x" or node.id in CONSTANTS:
+            return
+        if node.id in FUNCTIONS:
+            self.fail(f"{node.id!r} {self.at(node)} is a function", f"call it, e.g. {node.id}(x)")
+        known = ["x", *CONSTANTS]
+        self.fail(f"unknown name {node.id!r} {self.at(node)}", self.suggest(node.id, known))
+
+    def check_call(self, node: ast.Call) -> None:
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        if name not in FUNCTIONS:
+            if name is None:
+                what = f"call of {self.snippet(node.func)}"
+            elif name == "x" or name in CONSTANTS:
+                self.fail(
+                    f"{name!r} {self.at(node)} is called but is not a function",
+                    f"for a product write {name}*(...)",
+                )
+            else:
+                what = f"unknown function {name!r}"
+            self.fail(f"{what} {self.at(node)}", self.suggest(name or "", list(FUNCTIONS)))
+        by_position = f"pass the argument by position, e.g. {name}(x)"
+        if node.keywords:
+            self.fail(f"keyword argument in {self.snippet(node)} {self.at(node)}", by_position)
+        if any(isinstance(arg, ast.Starred) for arg in node.args):
+            self.fail(f"starred argument in {self.snippet(node)} {self.at(node)}", by_position)
+        arity = FUNCTIONS[name].arity
+        if len(node.args) != arity:
+            arguments = f"{arity} argument{'s' * (arity > 1)}"
+            self.fail(
+                f"{name} {self.at(node)} takes {arguments}, got {len(node.args)}",
+                f"write {name}({', '.join(['x', '0'][:arity])})",
+            )
+
+    def suggest(self, name: str, known: list[str]) -> str:
+        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+        return f"did you mean {close[0]!r}? {_ALLOWED}" if close else _ALLOWED
+
+    def build(self, node: ast.expr) -> _Term:
+        """Build the SymPy expression bottom-up, checking each node before SymPy evaluates it.
+
+        Recursion is safe: check_shape has bounded the depth.
+        """
+        if isinstance(node, ast.Constant):
+            return self.number(node)
+        if isinstance(node, ast.Name):
+            if node.id == "x":
+                return _Term(X, True, None, 0, False)  # x adds no digits
+            expr, value = CONSTANTS[node.id]
+            return _Term(expr, False, value, 1, False)
+        if isinstance(node, ast.UnaryOp):
+            term = self.build(node.operand)
+            if isinstance(node.op, ast.UAdd):
+                return term
+            value = None if term.value is None else -term.value
+            return _Term(-term.expr, term.has_x, value, term.bits, term.has_pow)
+        if isinstance(node, ast.BinOp):
+            return self.operation(node)
+        return self.call(node)
+
+    def number(self, node: ast.Constant) -> _Term:
+        if isinstance(node.value, int):
+            exact = Fraction(node.value)
+        else:
+            # the literal's own digits, so 0.1 is exactly 1/10; nothing string-based reaches SymPy
+            digits = self.text[node.col_offset : node.end_col_offset].replace("_", "")
+            exact = Fraction(Decimal(digits))
+        try:
+            value = float(exact)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            what = f"number {self.snippet(node)} {self.at(node)} is too large"
+            self.fail(what, "use a number below 1e308")
+        bits = exact.numerator.bit_length() + exact.denominator.bit_length()
+        return _Term(sp.Rational(exact.numerator, exact.denominator), False, value, bits, False)
+
+    def operation(self, node: ast.BinOp) -> _Term:
+        left, right = self.build(node.left), self.build(node.right)
+        is_pow = isinstance(node.op, ast.Pow)
+        bits = left.bits + right.bits
+        if is_pow:
+            self.check_exponent(node, right)
+            # a**n can need n times the digits of a: (2**100)**100 has 10000 bits
+            bits = left.bits * max(1, math.ceil(abs(right.value))) + right.bits
+        self.check_bits(node, bits)
+        if isinstance(node.op, ast.Div) and right.expr == 0:
+            what = f"division by zero in {self.snippet(node)} {self.at(node)}"
+            self.fail(what, "divide by something nonzero")
+        on_expressions, on_floats = _BINARY[type(node.op)]
+        value = None
+        if left.value is not None and right.value is not None:
+            value = self.constant(node, on_floats, left.value, right.value)
+        expr = self.sympy(node, on_expressions, left.expr, right.expr)
+        if value is not None and isinstance(node.op, (ast.Add, ast.Sub)) and not expr.is_Rational:
+            # A constant SymPy cannot prove zero (sin(1)**2 + cos(1)**2 - 1) makes every later
+            # sign or comparison run evalf to its precision limit: refuse it here.
+            if abs(value) <= _CANCELLATION * max(abs(left.value), abs(right.value)):
+                self.fail(
+                    f"constant {self.snippet(node)} {self.at(node)} cancels to (nearly) zero",
+                    "simplify it",
+                )
+        has_pow = is_pow or left.has_pow or right.has_pow
+        return self.term(node, expr, left.has_x or right.has_x, value, bits, has_pow)
+
+    def check_exponent(self, node: ast.BinOp, exponent: _Term) -> None:
+        """An exponent must be a constant of size at most MAX_EXPONENT, with no ** inside."""
+        if exponent.has_x:
+            what = f"exponent of {self.snippet(node)} {self.at(node)} contains x"
+            self.fail(what, _VARIABLE_POWER)
+        if exponent.has_pow:
+            self.fail(
+                f"power tower {self.snippet(node)} {self.at(node)} is not allowed",
+                "use a single power with a constant exponent",
+            )
+        if abs(exponent.value) > MAX_EXPONENT:
+            self.fail(
+                f"exponent {exponent.value:g} of {self.snippet(node)} {self.at(node)}"
+                f" is beyond +-{MAX_EXPONENT}",
+                "use a smaller exponent",
+            )
+
+    def check_bits(self, node: ast.expr, bits: int) -> None:
+        if bits > MAX_BITS:
+            self.fail(
+                f"the numbers in {self.snippet(node)} {self.at(node)} grow too large",
+                "use smaller numbers and exponents",
+            )
+
+    def call(self, node: ast.Call) -> _Term:
+        function = FUNCTIONS[node.func.id]
+        args = [self.build(arg) for arg in node.args]
+        bits = sum(arg.bits for arg in args) + 1
+        self.check_bits(node, bits)
+        value = None
+        if all(arg.value is not None for arg in args):
+            value = self.constant(node, function.value, *(arg.value for arg in args))
+        if node.func.id in ("max", "min"):
+            # comparing rationals is exact and instant; comparing pi with 355/113 is not
+            for arg, arg_node in zip(args, node.args):
+                if arg.value is not None and not arg.expr.is_Rational:
+                    self.fail(
+                        f"constant {self.snippet(arg_node)} {self.at(arg_node)}"
+                        f" in {node.func.id}() is not a plain number",
+                        f"write it as a decimal, e.g. {arg.value:.6g}",
+                    )
+        expr = self.sympy(node, function.build, *(arg.expr for arg in args))
+        has_x, has_pow = any(a.has_x for a in args), any(a.has_pow for a in args)
+        return self.term(node, expr, has_x, value, bits, has_pow)
+
+    def term(
+        self, node: ast.expr, expr: sp.Expr, has_x: bool, value: float | None, bits: int,
+        has_pow: bool,
+    ) -> _Term:
+        """Wrap a built node, refusing one whose x cancelled out (x - x, exp(x)/exp(x)).
+
+        Thus a part has x exactly when SymPy sees x, and every part SymPy sees as a
+        number has a float value the checks above can use.
+        """
+        if has_x and not expr.free_symbols:
+            self.fail(f"x cancels out of {self.snippet(node)} {self.at(node)}", "remove that part")
+        return _Term(expr, has_x, value, bits, has_pow)
+
+    def sympy(self, node: ast.expr, build: Callable[..., sp.Expr], *args: sp.Expr) -> sp.Expr:
+        """Let SymPy build one node; its own refusals become SpecErrors too."""
+        try:
+            return build(*args)
+        except (ArithmeticError, ValueError, TypeError, NotImplementedError, RecursionError) as err:
+            reason = " ".join(str(err).split())[:100]
+            what = f"SymPy cannot build {self.snippet(node)} {self.at(node)}: {reason}"
+            self.fail(what, "simplify it")
+
+    def constant(self, node: ast.expr, operate: Callable[..., float], *args: float) -> float:
+        """Evaluate a part without x in floats; it must be a finite real number.
+
+        This keeps SymPy from ever comparing or evaluating huge or complex constants.
+        """
+        try:
+            value = operate(*(float(arg) for arg in args))
+        except (ArithmeticError, ValueError):
+            value = math.nan
+        if isinstance(value, complex) or not math.isfinite(value):
+            self.fail(
+                f"constant {self.snippet(node)} {self.at(node)} is not a finite real number",
+                "keep constants within +-1e308, with no division by zero"
+                " and no log or sqrt of a negative",
+            )
+        return float(value)

@@ -1,0 +1,45 @@
+"""Names shared by the derivation, the LaTeX and the generated code: W1, b1, z1, a1, delta1, dW1 ..."""
+import sympy as sp
+
+# Generic scalar symbols the elementwise formulas are written in.
+X = sp.Symbol("x", real=True)          # an activation's argument (z of its layer)
+A = sp.Symbol("a", real=True)          # an activation's output a = f(z)
+Y = sp.Symbol("y", real=True)          # a target element
+YHAT = sp.Symbol("yhat", real=True)    # a prediction element
+LOGP = sp.Symbol("logp", real=True)    # log of a prediction, computed stably from logits
+G = sp.Symbol("g", real=True)          # an upstream gradient dL/da
+
+
+def weight(l: int) -> str:
+    return f"W{l}"
+
+
+def bias(l: int) -> str:
+    return f"b{l}"
+
+
+def pre(l: int) -> str:
+    """The pre-activation z{l}; z0 does not exist, a0 is x."""
+    return f"z{l}"
+
+
+def act(l: int) -> str:
+    return "x" if l == 0 else f"a{l}"
+
+
+def delta(l: int) -> str:
+    return f"delta{l}"
+
+
+def grad(param: str) -> str:
+    return f"d{param}"
+
+
+def temp(l: int, i: int) -> str:
+    """A shared subexpression of layer l's activation and its derivative."""
+    return f"t{l}_{i}"
+
+
+def array(name: str) -> sp.Symbol:
+    """The scalar symbol that stands for one element of the array `name` in generated code."""
+    return sp.Symbol(name, real=True)

@@ -1,0 +1,320 @@
+"""Gradient checks: scalar-expansion proof, finite differences, and the three-way report."""
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from .activations import softmax_instance
+from .backprop import Derivation, derive
+from .elementwise import at_kinks
+from .errors import SpecError
+from .losses import LOSSES
+from .naming import A, G, LOGP, X, Y, YHAT
+from .spec import Dense, Network
+
+DIGITS = 40            # working precision of the symbolic evaluation
+SMALL_WIDTH = 8        # networks no wider than this are expanded whole
+SYMBOLIC_WIDTH = 3     # wider ones are cut to this width for the symbolic check
+SYMBOLIC_OUTPUTS = 10  # the output layer is kept whole up to this width
+GEN_TOL = 1e-10        # generated vs symbolic, relative (float64)
+FD_TOL = 1e-6          # central finite differences vs symbolic, relative
+
+
+def load_module(path):
+    """Import a generated module from a file path (it is not an installed package)."""
+    path = Path(path)
+    name = f"_nnderive_checked_{path.stem}_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise SpecError(str(path), "", "not a Python module", "name a generated .py file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except FileNotFoundError:
+        raise SpecError(str(path), "", "no such file", "check the path") from None
+    except SyntaxError as e:
+        raise SpecError(str(path), f"line {e.lineno}", "not valid Python", "regenerate it with nnderive generate") from None
+    for attr in ("PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad"):
+        if not hasattr(module, attr):
+            raise SpecError(str(path), attr, "missing from the module", "regenerate it with nnderive generate")
+    return module
+
+
+# --- the scalar expansion: one Symbol per weight, the loss written out in full ---------------------
+
+def param_symbols(net: Network) -> dict:
+    """sympy Matrices of Symbols w{l}_{k}_{j}, b{l}_{k} shaped like the parameters."""
+    out = {}
+    for name, shape in net.param_shapes().items():
+        if len(shape) == 2:
+            out[name] = sp.Matrix(shape[0], shape[1], lambda k, j: sp.Symbol(f"{name}_{k}_{j}", real=True))
+        else:
+            out[name] = sp.Matrix(shape[0], 1, lambda k, _: sp.Symbol(f"{name}_{k}", real=True))
+    return out
+
+
+def _activate(net: Network, l: int, z: list) -> list:
+    if net.is_vector(l):
+        return softmax_instance(z)
+    f = net.activation_formula(l)
+    return [f.xreplace({X: zk}) for zk in z]
+
+
+def _targets(net: Network, y: np.ndarray) -> np.ndarray:
+    if LOSSES[net.loss].target == "labels":
+        return np.eye(net.sizes[-1])[np.asarray(y, dtype=int)]
+    return np.asarray(y, dtype=float).reshape(len(y), -1)
+
+
+def expanded_loss(net: Network, P: dict, x: np.ndarray, y: np.ndarray) -> sp.Expr:
+    """The batch loss as one scalar expression in the entries of P (x, y exact rationals)."""
+    element = LOSSES[net.loss].element
+    yy = _targets(net, y)
+    total = sp.S.Zero
+    for row, target in zip(x, yy):
+        a = [sp.Rational(float(v)) for v in row]
+        for l in range(1, net.depth + 1):
+            W, b = P[f"W{l}"], P[f"b{l}"]
+            z = [sum((W[k, j] * a[j] for j in range(len(a))), sp.S.Zero) + b[k] for k in range(W.shape[0])]
+            a = _activate(net, l, z)
+        total += sum(element.xreplace({YHAT: ak, Y: sp.Rational(float(t))}) for ak, t in zip(a, target))
+    return total / len(x)
+
+
+def _values(P: dict, params: dict) -> dict:
+    return {s: sp.Float(float(v), DIGITS) for name in P for s, v in zip(P[name], np.ravel(params[name]))}
+
+
+def symbolic_gradients(net: Network, params: dict, x: np.ndarray, y: np.ndarray) -> dict:
+    """dL/dp by plain sp.diff of the expanded loss, for every weight, evaluated to DIGITS digits."""
+    P = param_symbols(net)
+    L = expanded_loss(net, P, x, y)
+    values = _values(P, params)
+    grads = {}
+    for name, M in P.items():
+        flat = [at_kinks(sp.diff(L, s)).evalf(DIGITS, subs=values) for s in M]
+        grads[name] = np.array([float(v) for v in flat]).reshape(params[name].shape)
+    return grads
+
+
+# --- the layer-level derivation, evaluated in SymPy, for the proof ---------------------------------
+
+def layer_gradients(d: Derivation, P: dict, x: np.ndarray, y: np.ndarray) -> dict:
+    """dW, db from the derived deltas (the recurrence), built in SymPy on the same symbols as P."""
+    net = d.network
+    yy = _targets(net, y)
+    n = len(x)
+    grads = {name: sp.zeros(*M.shape) for name, M in P.items()}
+    for row, target in zip(x, yy):
+        acts = [[sp.Rational(float(v)) for v in row]]
+        pres = []
+        for l in range(1, net.depth + 1):
+            W, b = P[f"W{l}"], P[f"b{l}"]
+            z = [sum((W[k, j] * acts[-1][j] for j in range(len(acts[-1]))), sp.S.Zero) + b[k]
+                 for k in range(W.shape[0])]
+            pres.append(z)
+            acts.append(_activate(net, l, z))
+        out, aL, zL = d.output, acts[-1], pres[-1]
+        t = [sp.Rational(float(v)) for v in target]
+        logp = [sp.log(p) for p in aL]
+        sub = [{X: zk, A: ak, Y: tk, LOGP: lk} for zk, ak, tk, lk in zip(zL, aL, t, logp)]
+        if out.kind == "jvp":
+            g = [out.expr.xreplace(s) for s in sub]
+            dot = sum(gk * ak for gk, ak in zip(g, aL))
+            delta = [ak * (gk - dot) for gk, ak in zip(g, aL)]
+        else:
+            delta = [out.expr.xreplace(s) for s in sub]
+        for l in range(net.depth, 0, -1):
+            layer = d.layers[l - 1]
+            prev = acts[l - 1]
+            for k, dk in enumerate(delta):
+                grads[f"b{l}"][k] += dk / n
+                for j, pj in enumerate(prev):
+                    grads[f"W{l}"][k, j] += dk * pj / n
+            if l == 1:
+                break
+            W = P[f"W{l}"]
+            g = [sum((delta[k] * W[k, j] for k in range(len(delta))), sp.S.Zero) for j in range(len(prev))]
+            below = d.layers[l - 2]
+            if below.vector:
+                dot = sum(gj * aj for gj, aj in zip(g, prev))
+                delta = [aj * (gj - dot) for gj, aj in zip(g, prev)]
+            else:
+                factor = below.factor.xreplace(dict(below.shared[::-1]) if below.shared else {})
+                for tsym, texpr in reversed(below.shared):
+                    factor = factor.xreplace({tsym: texpr})
+                delta = [gj * factor.xreplace({X: zj, A: aj}) for gj, zj, aj in zip(g, pres[l - 2], prev)]
+    return grads
+
+
+def prove(net: Network, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
+    """The layer-level derivation equals sp.diff of the expanded loss, weight by weight.
+
+    Both are exact SymPy expressions in the weights; their difference is evaluated at `points`
+    random rational points to DIGITS digits. Returns (parameter, largest |difference|) pairs.
+    """
+    d = derive(net)
+    P = param_symbols(net)
+    rng = np.random.default_rng(seed)
+    x, y = sample_batch(net, rng, 2)
+    L = expanded_loss(net, P, x, y)
+    layered = layer_gradients(d, P, x, y)
+    worst = {name: 0.0 for name in P}
+    for _ in range(points):
+        values = {s: sp.Rational(int(rng.integers(-900, 900)), 1000) for M in P.values() for s in M}
+        for name, M in P.items():
+            for idx, s in enumerate(M):
+                diff = (at_kinks(sp.diff(L, s)) - layered[name][idx]).evalf(DIGITS, subs=values)
+                worst[name] = max(worst[name], abs(float(diff)))
+    return list(worst.items())
+
+
+# --- the numeric checks -----------------------------------------------------------------------------
+
+def sample_batch(net: Network, rng, batch: int = 3):
+    """Inputs and targets that suit the network's loss."""
+    x = rng.normal(size=(batch, net.inputs))
+    k = net.sizes[-1]
+    target = LOSSES[net.loss].target
+    if target == "labels":
+        y = rng.integers(0, k, size=batch)
+    elif target == "onehot":
+        y = np.eye(k)[rng.integers(0, k, size=batch)]
+    elif net.loss == "bce":
+        y = rng.uniform(0.05, 0.95, size=(batch, k))
+    else:
+        y = rng.normal(size=(batch, k))
+    return x, y
+
+
+def sample_params(net: Network, rng) -> dict:
+    return {name: rng.normal(scale=0.8, size=shape) for name, shape in net.param_shapes().items()}
+
+
+def finite_differences(module, params: dict, x, y, entries: dict, eps: float = 1e-6) -> dict:
+    """Central differences of module.loss at the chosen entries of each parameter."""
+    out = {}
+    for name, idxs in entries.items():
+        vals = []
+        for idx in idxs:
+            p = {k: v.copy() for k, v in params.items()}
+            p[name][idx] += eps
+            up = module.loss(p, x, y)
+            p[name][idx] -= 2 * eps
+            down = module.loss(p, x, y)
+            vals.append((up - down) / (2 * eps))
+        out[name] = np.array(vals)
+    return out
+
+
+@dataclass
+class Row:
+    param: str
+    shape: tuple
+    checked: int
+    gen_err: float | None    # generated vs symbolic, relative
+    fd_err: float            # finite differences vs reference (symbolic, else generated), relative
+    ok: bool
+    worst: str = ""          # where it disagreed most: "W1[0, 1]: generated 0.1 vs symbolic 0.2"
+
+
+@dataclass
+class Report:
+    network: str
+    symbolic_on: str
+    rows: list
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    def table(self) -> str:
+        lines = [f"three-way check of {self.network} (symbolic on {self.symbolic_on})",
+                 f"{'param':<7} {'shape':<12} {'checked':>7} {'gen vs sym':>11} {'fd vs sym':>11}  result"]
+        for r in self.rows:
+            gen = "-" if r.gen_err is None else f"{r.gen_err:.1e}"
+            lines.append(f"{r.param:<7} {str(r.shape):<12} {r.checked:>7} {gen:>11} {r.fd_err:>11.1e}  "
+                         + ("ok" if r.ok else "FAIL " + r.worst))
+        return "\n".join(lines)
+
+
+def _rel(a, b, scale):
+    return float(np.max(np.abs(a - b) / (np.abs(b) + scale))) if np.size(a) else 0.0
+
+
+def check_module(net: Network, module, seed: int = 0, fd_samples: int = 12) -> Report:
+    """Compare the module's backward with the symbolic gradient and with finite differences.
+
+    Networks wider than SYMBOLIC_WIDTH are checked on an embedded copy: inputs beyond the cut are 0
+    and weights outside the cut block are 0, so the full-size module computes exactly the cut network.
+    """
+    rng = np.random.default_rng(seed)
+    x, y = sample_batch(net, rng)
+    params = sample_params(net, rng)
+    cut_out = net.sizes[-1] <= SYMBOLIC_OUTPUTS
+    small = max(net.sizes[:-1]) <= SMALL_WIDTH and cut_out
+    symbolic_net, sym_params, x_sym = net, params, x
+    if not small and cut_out:
+        sizes = [min(s, SYMBOLIC_WIDTH) for s in net.sizes[:-1]] + [net.sizes[-1]]
+        layers = [Dense(s, la.activation, la.formula, **la.params) for s, la in zip(sizes[1:], net.layers)]
+        symbolic_net = Network(net.name, sizes[0], layers, net.loss, net.source)
+        x[:, sizes[0]:] = 0.0
+        for l in range(1, net.depth + 1):
+            W, b = params[f"W{l}"], params[f"b{l}"]
+            keep_out = sizes[l]
+            W[keep_out:, :] = 0.0
+            W[:, sizes[l - 1]:] = 0.0
+            b[keep_out:] = 0.0
+        # Units outside the block still output f(0) != 0 for some activations; their outgoing
+        # weights are 0, so they change nothing downstream.
+        sym_params = {k: (v[:sizes[int(k[1:])], :sizes[int(k[1:]) - 1]] if k[0] == "W" else v[:sizes[int(k[1:])]])
+                      for k, v in params.items()}
+        x_sym = x[:, :sizes[0]]
+        symbolic_on = f"the embedded {'-'.join(map(str, sizes))} copy"
+    elif small:
+        symbolic_on = "the whole network"
+    else:
+        symbolic_net = None
+        symbolic_on = "nothing (more than %d outputs): finite differences only" % SYMBOLIC_OUTPUTS
+    _, gen = module.loss_and_grad({k: v.copy() for k, v in params.items()}, x, y)
+    sym = symbolic_gradients(symbolic_net, sym_params, x_sym, y) if symbolic_net is not None else None
+    rows = []
+    for name, shape in net.param_shapes().items():
+        g = np.asarray(gen[name], dtype=float)
+        if g.shape != tuple(shape):
+            rows.append(Row(name, shape, 0, None, np.inf, False, f"backward gave shape {g.shape}"))
+            continue
+        # Entries checked against finite differences: all of a small tensor, a sample of a large one.
+        flat = np.arange(int(np.prod(shape)))
+        if sym is not None:
+            block = np.zeros(shape, dtype=bool)
+            block[tuple(slice(0, s) for s in sym[name].shape)] = True
+            flat = np.flatnonzero(block)
+        if flat.size > fd_samples:
+            flat = np.sort(rng.choice(flat, fd_samples, replace=False))
+        idxs = [np.unravel_index(i, shape) for i in flat]
+        fd = finite_differences(module, params, x, y, {name: idxs})[name]
+        if sym is not None:
+            s = np.zeros(shape)
+            s[tuple(slice(0, n) for n in sym[name].shape)] = sym[name]
+            region = tuple(slice(0, n) for n in sym[name].shape)
+            scale = 1e-3 * max(1.0, float(np.max(np.abs(s))))
+            gen_err = _rel(g[region], s[region], scale)
+            ref = np.array([s[i] for i in idxs])
+            fd_err = _rel(fd, ref, scale)
+            ok = gen_err <= GEN_TOL and fd_err <= FD_TOL
+            diff = np.abs(g[region] - s[region])
+            worst_idx = np.unravel_index(int(np.argmax(diff)), diff.shape)
+            worst = f"{name}{list(worst_idx)}: generated {g[region][worst_idx]!r} vs symbolic {s[region][worst_idx]!r}"
+            rows.append(Row(name, tuple(shape), int(np.prod(sym[name].shape)), gen_err, fd_err, ok, worst))
+        else:
+            ref = np.array([g[i] for i in idxs])
+            scale = 1e-3 * max(1.0, float(np.max(np.abs(g))))
+            fd_err = _rel(ref, fd, scale)
+            k = int(np.argmax(np.abs(ref - fd)))
+            rows.append(Row(name, tuple(shape), len(idxs), None, fd_err, fd_err <= FD_TOL,
+                            f"{name}{list(idxs[k])}: generated {ref[k]!r} vs finite differences {fd[k]!r}"))
+    return Report(net.name, symbolic_on, rows)
