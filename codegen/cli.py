@@ -1,0 +1,149 @@
+"""The `nnderive` command: build, generate, latex, verify, check, train."""
+import argparse
+import sys
+from pathlib import Path
+
+
+def _load(paths):
+    from derive.spec import load_spec
+    return [load_spec(p) for p in paths]
+
+
+def cmd_generate(args) -> int:
+    from .build import module_outputs, write_outputs
+    nets = _load(args.spec)
+    outputs = {}
+    for net in nets:
+        outputs.update(module_outputs(net))
+    for path in write_outputs(outputs, Path(args.output), force=args.force):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from derive.report import summary
+    from derive.verify import check_module, load_module
+
+    from .build import build_outputs, shared_outputs, write_outputs
+    nets = _load(args.spec)
+    outputs = shared_outputs()
+    for net in nets:
+        outputs.update(build_outputs(net))
+    written = write_outputs(outputs, Path(args.output), force=args.force)
+    ok = True
+    for net in nets:
+        print(summary(net))
+        print()
+        report = check_module(net, load_module(Path(args.output) / f"{net.name}.py"))
+        print(report.table())
+        print()
+        ok &= report.ok
+    for path in written:
+        print(f"wrote {path}")
+    return 0 if ok else 1
+
+
+def cmd_verify(args) -> int:
+    import tempfile
+
+    from derive.verify import check_module, load_module
+
+    from .build import module_outputs, write_outputs
+    (net,) = _load([args.spec])
+    if args.module:
+        module = load_module(args.module)
+        shapes = {k: tuple(v) for k, v in dict(module.PARAM_SHAPES).items()}
+        if shapes != net.param_shapes():
+            from derive.errors import SpecError
+            raise SpecError(args.module, "PARAM_SHAPES", f"{shapes} does not match {args.spec}'s {net.param_shapes()}",
+                            "verify the module against the spec it was generated from")
+        report = check_module(net, module)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_outputs(module_outputs(net), Path(tmp))
+            report = check_module(net, load_module(Path(tmp) / f"{net.name}.py"))
+    print(report.table())
+    if not report.ok:
+        for row in report.rows:
+            if not row.ok:
+                print(f"mismatch in {row.worst}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .build import stale_files
+    stale = stale_files(Path(args.examples), Path(args.generated))
+    if stale:
+        print(f"{len(stale)} stale file(s) in {args.generated}; run `nnderive build {args.examples}/*.toml`:")
+        for s in stale:
+            print(f"  {s}")
+        return 1
+    print(f"{args.generated} is exactly what {args.examples} produces")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnderive", description="Derive, generate and verify neural-network gradients.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="derive + generate + LaTeX + verify: the main job")
+    b.add_argument("spec", nargs="+", metavar="SPEC")
+    b.add_argument("-o", "--output", default="generated", metavar="DIR")
+    b.add_argument("--force", action="store_true", help="overwrite files nnderive did not write")
+    b.set_defaults(run=cmd_build)
+
+    g = sub.add_parser("generate", help="write the NumPy module of each spec")
+    g.add_argument("spec", nargs="+", metavar="SPEC")
+    g.add_argument("-o", "--output", default="generated", metavar="DIR")
+    g.add_argument("--force", action="store_true", help="overwrite files nnderive did not write")
+    g.set_defaults(run=cmd_generate)
+
+    v = sub.add_parser("verify", help="three-way gradient check: symbolic, finite differences, generated")
+    v.add_argument("spec", metavar="SPEC")
+    v.add_argument("--module", metavar="FILE", help="the module to check (default: a fresh generation)")
+    v.set_defaults(run=cmd_verify)
+
+    c = sub.add_parser("check", help="generated/ is exactly what examples/ produce")
+    c.add_argument("--examples", default="examples", metavar="DIR")
+    c.add_argument("--generated", default="generated", metavar="DIR")
+    c.set_defaults(run=cmd_check)
+    for extend in _EXTENSIONS:
+        extend(sub)
+    return p
+
+
+def _latex_parser(sub):
+    try:
+        from . import document  # noqa: F401  (only offered once the LaTeX export exists)
+    except ImportError:
+        return
+    document.add_parser(sub)
+
+
+def _train_parser(sub):
+    try:
+        from derive import train  # noqa: F401
+    except ImportError:
+        return
+    train.add_parsers(sub)
+
+
+_EXTENSIONS = [_latex_parser, _train_parser]
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from derive.errors import NnderiveError
+    try:
+        return args.run(args)
+    except NnderiveError as e:
+        print(f"nnderive: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nnderive: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
