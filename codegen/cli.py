@@ -1,7 +1,15 @@
 """The `nnderive` command: build, generate, latex, verify, check, train."""
 import argparse
 import sys
+import warnings
 from pathlib import Path
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line too (exit status 2, like every user error)."""
+
+    def error(self, message):
+        self.exit(2, f"nnderive: error: {message}; see `{self.prog} --help`\n")
 
 
 def _load(paths):
@@ -84,7 +92,7 @@ def cmd_check(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnderive", description="Derive, generate and verify neural-network gradients.")
+    p = _ArgumentParser(prog="nnderive", description="Derive, generate and verify neural-network gradients.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="derive + generate + LaTeX + verify: the main job")
@@ -133,10 +141,21 @@ _EXTENSIONS = [_latex_parser, _train_parser]
 
 
 def main(argv=None) -> int:
+    """Run one command. A user error prints one line and returns 2; a bug keeps its traceback (exit 1)."""
     args = parser().parse_args(argv)
-    from derive.errors import NnderiveError
+    from derive.errors import NnderiveError, SpecWarning
+    show = warnings.showwarning
+
+    def one_line_warning(message, category, *rest, **kw):
+        if issubclass(category, SpecWarning):
+            print(f"nnderive: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *rest, **kw)
+
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warning
+            return args.run(args)
     except NnderiveError as e:
         print(f"nnderive: error: {e}", file=sys.stderr)
         return 2
