@@ -44,9 +44,8 @@ class LayerDerivation:
     activation: str
     vector: bool
     elementwise: ElementwiseDerivative | None   # None for softmax
-    shared: tuple = ()                          # cse temporaries (Symbol, expr in X) shared by f and f'
-    forward: sp.Expr | None = None              # a in X and the temporaries
-    factor: sp.Expr | None = None               # f' used by backward, in A, X and the temporaries
+    forward: sp.Expr | None = None              # a = f(x), in X
+    factor: sp.Expr | None = None               # the f' backward multiplies by: in A where proven, else in X
 
 
 @dataclass(frozen=True)
@@ -64,24 +63,13 @@ class Derivation:
         return len(self.layers)
 
 
-def _temporaries(l: int, f: sp.Expr, factor: sp.Expr) -> tuple[tuple, sp.Expr, sp.Expr]:
-    """Share the work of f and f' (in x) with sp.cse; temporaries are named t{l}_0, t{l}_1 ..."""
-    if factor.has(A) or not factor.has(X):
-        return (), f, factor
-    names = sp.numbered_symbols(f"t{l}_", real=True)
-    pairs, (f2, factor2) = sp.cse([f, factor], symbols=names, optimizations="basic")
-    # A temporary is worth keeping only if backward uses it (forward recomputes nothing then).
-    return tuple(pairs), f2, factor2
-
-
 def derive_layer(net: Network, l: int) -> LayerDerivation:
     n_in, n_out = net.sizes[l - 1], net.sizes[l]
     name = net.layers[l - 1].activation
     if net.is_vector(l):
         return LayerDerivation(l, n_in, n_out, name, True, None)
     ew = derive_elementwise(net.activation_formula(l))
-    shared, forward, factor = _temporaries(l, ew.f, ew.backward_factor)
-    return LayerDerivation(l, n_in, n_out, name, False, ew, shared, forward, factor)
+    return LayerDerivation(l, n_in, n_out, name, False, ew, ew.f, ew.backward_factor)
 
 
 def _stable_log(expr: sp.Expr) -> sp.Expr:

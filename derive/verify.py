@@ -17,7 +17,7 @@ from .naming import A, G, LOGP, X, Y, YHAT
 from .spec import Dense, Network
 
 DIGITS = 40            # working precision of the symbolic evaluation
-SMALL_WIDTH = 8        # networks no wider than this are expanded whole
+SMALL_WIDTH = 4        # networks no wider than this are expanded whole
 SYMBOLIC_WIDTH = 3     # wider ones are cut to this width for the symbolic check
 SYMBOLIC_OUTPUTS = 10  # the output layer is kept whole up to this width
 GEN_TOL = 1e-10        # generated vs symbolic, relative (float64)
@@ -182,9 +182,7 @@ def layer_gradients(d: Derivation, P: dict, x: np.ndarray, y: np.ndarray) -> dic
                 dot = sum(gj * aj for gj, aj in zip(g, prev))
                 delta = [aj * (gj - dot) for gj, aj in zip(g, prev)]
             else:
-                factor = below.factor.xreplace(dict(below.shared[::-1]) if below.shared else {})
-                for tsym, texpr in reversed(below.shared):
-                    factor = factor.xreplace({tsym: texpr})
+                factor = below.factor
                 delta = [gj * factor.xreplace({X: zj, A: aj}) for gj, zj, aj in zip(g, pres[l - 2], prev)]
     return grads
 
