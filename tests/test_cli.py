@@ -1,0 +1,110 @@
+"""Every command, including its error exits: one line, exit 2, no traceback, nothing written."""
+import pytest
+
+from conftest import ROOT, run_cli
+
+GOOD = """name = "tiny"
+inputs = 3
+loss = "mse"
+
+[[layers]]
+units = 2
+activation = "tanh"
+
+[[layers]]
+units = 1
+activation = "identity"
+"""
+
+BAD = {
+    "unknown activation": (GOOD.replace('"tanh"', '"tanhh"'), "did you mean 'tanh'"),
+    "unknown loss": (GOOD.replace('"mse"', '"msee"'), "did you mean 'mse'"),
+    "zero units": (GOOD.replace("units = 2", "units = 0"), "units"),
+    "negative inputs": (GOOD.replace("inputs = 3", "inputs = -3"), "inputs"),
+    "float units": (GOOD.replace("units = 2", "units = 2.5"), "units"),
+    "string inputs": (GOOD.replace("inputs = 3", 'inputs = "3"'), "inputs"),
+    "unknown top key": (GOOD + 'optimizer = "adam"\n', "optimizer"),
+    "unknown layer key": (GOOD.replace('activation = "tanh"', 'activation = "tanh"\nalpha = 0.1'), "alpha"),
+    "not an identifier": (GOOD.replace('"tiny"', '"my-net"'), "identifier"),
+    "keyword name": (GOOD.replace('"tiny"', '"class"'), "name"),
+    "unsafe formula": (GOOD.replace('activation = "tanh"', 'activation = "evil"\nformula = "__import__(\'os\')"'),
+                       "formula"),
+    "malformed formula": (GOOD.replace('activation = "tanh"', 'activation = "mine"\nformula = "x*(1 +"'), "formula"),
+    "not TOML": ("name = tiny\n[[", "TOML"),
+    "missing layers": ('name = "tiny"\ninputs = 3\nloss = "mse"\n', "layers"),
+    "cce without softmax": (GOOD.replace('"mse"', '"cce"'), "softmax"),
+}
+
+
+def assert_user_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_spec_is_one_line_exit_2_nothing_written(case, tmp_path):
+    text, needle = BAD[case]
+    spec = tmp_path / "bad.toml"
+    spec.write_text(text)
+    out = tmp_path / "out"
+    r = run_cli("generate", spec, "-o", out)
+    assert_user_error(r, str(spec), needle)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(run_cli("generate", tmp_path / "nope.toml", "-o", tmp_path), "nope.toml", "no such file")
+    assert_user_error(run_cli("verify", tmp_path / "nope.toml"), "nope.toml")
+
+
+def test_one_bad_spec_among_good_writes_nothing(tmp_path):
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(GOOD)
+    bad.write_text(GOOD.replace('"tanh"', '"tanhh"').replace('"tiny"', '"tiny2"'))
+    out = tmp_path / "out"
+    assert_user_error(run_cli("generate", good, bad, "-o", out), "bad.toml")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_generate_and_verify(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(GOOD)
+    r = run_cli("generate", spec, "-o", tmp_path)
+    assert r.returncode == 0 and (tmp_path / "tiny.py").exists()
+    r = run_cli("verify", spec, "--module", tmp_path / "tiny.py")
+    assert r.returncode == 0 and "W1" in r.stdout
+    r = run_cli("verify", spec)
+    assert r.returncode == 0
+
+
+def test_generate_refuses_to_overwrite_a_foreign_file(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(GOOD)
+    (tmp_path / "tiny.py").write_text("# my own code\n")
+    assert_user_error(run_cli("generate", spec, "-o", tmp_path), "tiny.py", "--force")
+    assert (tmp_path / "tiny.py").read_text() == "# my own code\n"
+    assert run_cli("generate", spec, "-o", tmp_path, "--force").returncode == 0
+
+
+def test_verify_rejects_a_module_of_another_network(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(GOOD)
+    assert_user_error(run_cli("verify", spec, "--module", ROOT / "generated" / "mlp_4_2_3.py"), "PARAM_SHAPES")
+
+
+def test_build_prints_equations_and_table(tmp_path):
+    r = run_cli("build", ROOT / "examples" / "mlp_4_2_3.toml", "-o", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "a2*(1 - a2)" in r.stdout and "gen vs sym" in r.stdout and "delta1" in r.stdout
+    assert (tmp_path / "mlp_4_2_3.py").exists()
+
+
+def test_help_is_fast_and_lists_commands():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for command in ("build", "generate", "latex", "verify", "check", "train"):
+        assert command in r.stdout
