@@ -199,7 +199,7 @@ def render(results, cfg, info, argv, started, elapsed, load):
              "- check: the first step's loss and update norm agree with the hand-written NumPy step "
              "(float64 1e-9, float32 1e-4 relative) and the dtype is kept.", ""]
 
-    notes = []
+    notes = {}  # note -> configurations it applies to
     summary = ["## Summary: median step time relative to the generated module", ""]
     rts = [rt for rt in RUNTIMES if rt in cfg["runtimes"]]
     summary.append("| net | dtype | batch | baseline µs | " + " | ".join(SHORT[rt] for rt in rts) + " |")
@@ -222,8 +222,8 @@ def render(results, cfg, info, argv, started, elapsed, load):
                     out = res.get(rt, {})
                     if "median" not in out:
                         reason = out.get("skip") or out.get("error") or "not run"
-                        notes.append(f"{net} {dtype} batch {batch}: {LABELS[rt]} skipped: {reason}")
-                        sec.append(f"| {batch} | {LABELS[rt]} | skipped | | | | | | {reason} |")
+                        notes.setdefault(f"{LABELS[rt]} skipped: {reason}", []).append((net, dtype, batch))
+                        sec.append(f"| {batch} | {LABELS[rt]} | skipped | | | | | | see Notes |")
                         cells.append("–")
                         continue
                     med = out["median"]
@@ -237,17 +237,18 @@ def render(results, cfg, info, argv, started, elapsed, load):
                         f"| {fmt(min(rm))}–{fmt(max(rm))} | {ratio} | {flops / med / 1e3:.2f} "
                         f"| {f'{100 * gemm / med:.0f}%' if gemm else '–'} | {out.get('check', '')} |")
                     if out.get("check", "ok") not in ("ok", "–"):
-                        notes.append(f"{net} {dtype} batch {batch}: {LABELS[rt]}: {out['check']}")
+                        notes.setdefault(f"{LABELS[rt]}: {out['check']}", []).append((net, dtype, batch))
                 base_txt = f"{fmt(base)} ({'gen.' if base_rt == 'generated' else 'NumPy'})" if base else "–"
                 summary.append(f"| {net} | {dtype} | {batch} | {base_txt} | " + " | ".join(cells) + " |")
             sections += sec + [""]
     lines += summary + [""] + sections
     if notes:
-        seen = []
-        for n in notes:
-            if n not in seen:
-                seen.append(n)
-        lines += ["## Notes", ""] + [f"- {n}" for n in seen] + [""]
+        lines += ["## Notes", ""]
+        for note, where in notes.items():
+            scope = ("all configurations" if len(where) == len(results)
+                     else ", ".join(f"{n} {d} batch {b}" for n, d, b in where))
+            lines.append(f"- {note} ({scope})")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -286,7 +287,7 @@ def main(argv=None):
     for (net, batch, dtype), res in results.items():
         summarise(res)
         cross_check(res, dtype)
-        info.setdefault("torch_threads", res.get("torch", {}).get("threads"))
+        info["torch_threads"] = info.get("torch_threads") or res.get("torch", {}).get("threads")
     report = render(results, cfg, info, argv, started, time.perf_counter() - t0, (load0, load1))
 
     if out_path:
