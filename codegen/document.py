@@ -183,9 +183,41 @@ def context(net: Network, expanded: bool = False, source: str | None = None) -> 
                           "DO NOT EDIT. -->")
 
 
+def github_math(math: str) -> str:
+    r"""Math as GitHub renders it reliably: every \\ ends a source line (GitHub's math blocks lose a
+    \\ that does not), and no \: or \, (Markdown may un-escape backslash + punctuation)."""
+    math = re.sub(r"\\\\(?!\n)[ ]*", "\\\\\\\\\n", math)
+    return math.replace("\\:", "\\ ").replace("\\,", "\\ ").replace("\\;", "\\ ")
+
+
+def _github(md: str) -> str:
+    """Apply github_math to every $$ block and every inline $...$ outside code."""
+    out, block, fence = [], None, False
+    for line in md.split("\n"):
+        if line.startswith("```"):
+            fence = not fence
+        if fence or line.startswith("```"):
+            out.append(line)
+        elif line == "$$":
+            if block is None:
+                block = []
+            else:
+                out += ["$$", github_math("\n".join(block)), "$$"]
+                block = None
+        elif block is not None:
+            block.append(line)
+        else:
+            parts = re.split(r"(`+[^`]*`+)", line)
+            out.append("".join(p if p.startswith("`") else
+                               re.sub(r"(?<![\\$])\$([^$]+)\$", lambda m: "$" + github_math(m.group(1)) + "$", p)
+                               for p in parts))
+    return "\n".join(out)
+
+
 def _render(ctx: dict, markdown: bool) -> str:
     template = "document.md.j2" if markdown else "document.tex.j2"
-    return _env.get_template(template).render(ctx, header=ctx["md_header" if markdown else "tex_header"])
+    text = _env.get_template(template).render(ctx, header=ctx["md_header" if markdown else "tex_header"])
+    return _github(text) if markdown else text
 
 
 def render_document(net: Network, markdown: bool = False, expanded: bool = False, source: str | None = None) -> str:

@@ -122,6 +122,20 @@ class NamePrinter(LatexPrinter):
             return r"\mathbf{1}_{%s}^{\top}" % self._print(cols)
         return r"\mathbf{1}_{%s \times %s}" % (self._print(rows), self._print(cols))
 
+    def _print_MatMul(self, expr):
+        args, sign = list(expr.args), ""
+        if args and args[0] == -1:
+            args, sign = args[1:], "- "
+        parts = [self._print(a) for a in args]
+        parts = [r"\left(%s\right)" % t if isinstance(a, (sp.HadamardProduct, sp.MatAdd)) else t
+                 for a, t in zip(args, parts)]
+        return sign + " ".join(parts)
+
+    def _print_MatAdd(self, expr):
+        # in the order built (sp.latex would sort the terms)
+        terms = [self._print(t) for t in expr.args]
+        return " ".join(t if i == 0 or t.startswith("-") else "+ " + t for i, t in enumerate(terms))
+
     def _print_HadamardProduct(self, expr):
         return r" \odot ".join(self.parenthesize(a, 50) for a in expr.args)
 
@@ -309,8 +323,11 @@ class Pieces:
         if layer.vector and not (l == self.L and out.kind != "jvp"):
             a, g = self.matrix(naming.act(l)), self.matrix(f"g{l}")
             k = a.shape[1]
-            jvp = sp.HadamardProduct(a, g - sp.HadamardProduct(g, a) * sp.OneMatrix(k, 1) * sp.OneMatrix(1, k))
-            return jvp / N if l == self.L else jvp
+            # a (.) (g - (g (.) a) 1 1^T): the row sums of g (.) a, broadcast; built unevaluated to read as written
+            rows = sp.MatMul(sp.S.NegativeOne, sp.HadamardProduct(g, a, evaluate=False), sp.OneMatrix(k, 1),
+                             sp.OneMatrix(1, k), evaluate=False)
+            jvp = sp.HadamardProduct(a, sp.MatAdd(g, rows, evaluate=False), evaluate=False)
+            return sp.MatMul(1 / N, jvp, evaluate=False) if l == self.L else jvp
         if l == self.L:
             return at_layer(out.expr, l) / N
         return at_layer(hidden_delta(layer), l)
@@ -610,9 +627,12 @@ def _names_table(p: Pieces) -> list[tuple[str, str, str, str]]:
     L = p.L
     labels = LOSSES[p.network.loss].target == "labels"
 
-    def each(f, start=1):
-        return ", ".join(f(l) for l in range(start, L + 1))
-    hidden = ", ".join(f"{naming.delta(l + 1)} @ {naming.weight(l + 1)}" for l in range(1, L))
+    def listed(names):
+        return ", ".join(names) if len(names) <= 3 else f"{names[0]}, ..., {names[-1]}"
+
+    def each(f):
+        return listed([f(l) for l in range(1, L + 1)])
+    hidden = listed([f"{naming.delta(l + 1)} @ {naming.weight(l + 1)}" for l in range(1, L)])
     rows = [
         ("x", r"x = a^{(0)}", r"\left(n, n_0\right)", "inputs, one example per row"),
         (each(naming.weight), r"W^{(l)}", r"\left(n_l, n_{l-1}\right)", "weights of layer l"),

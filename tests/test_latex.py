@@ -197,6 +197,9 @@ def test_markdown_renders_on_github(example_docs):
             dollars = len(re.findall(r"(?<!\\)\$", re.sub(r"`[^`]*`", "", line)))
             assert dollars % 2 == 0, f"unbalanced inline math: {line}"
         assert r"\frac{\partial L}{\partial W^{(1)}}" in md
+        for block in re.findall(r"^\$\$\n(.*?)^\$\$$", body, flags=re.S | re.M):
+            assert not re.search(r"\\\\(?!\n)", block), "GitHub drops a \\\\ that does not end its line"
+            assert "\\:" not in block
 
 
 # --- the typeset objects agree with the generated module ------------------------------------------
