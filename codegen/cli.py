@@ -1,5 +1,6 @@
 """The `nnderive` command: build, generate, latex, verify, check, train."""
 import argparse
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -91,7 +92,16 @@ def cmd_check(args) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
+# Commands whose modules import SymPy: their parsers are built only when that command runs,
+# so `nnderive --help` and the other commands stay fast. name -> (module, parser builder, help).
+_LAZY = {
+    "latex": ("codegen.document", "add_parser", "the derivation as a LaTeX (or Markdown) document"),
+    "train": ("derive.train", "add_parsers", "train a spec's network on data with mini-batches"),
+    "surface": ("derive.train", "add_parsers", "plot the loss over two chosen weights around the current point"),
+}
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="nnderive", description="Derive, generate and verify neural-network gradients.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -116,33 +126,24 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--examples", default="examples", metavar="DIR")
     c.add_argument("--generated", default="generated", metavar="DIR")
     c.set_defaults(run=cmd_check)
-    for extend in _EXTENSIONS:
-        extend(sub)
+    if command in _LAZY:
+        module, builder, _ = _LAZY[command]
+        getattr(importlib.import_module(module), builder)(sub)
+    for name, (_, _, help_text) in _LAZY.items():
+        if name not in sub.choices:          # listed in --help; built for real when it is the command
+            sub.add_parser(name, help=help_text, add_help=False)
     return p
 
 
-def _latex_parser(sub):
-    try:
-        from . import document  # noqa: F401  (only offered once the LaTeX export exists)
-    except ImportError:
-        return
-    document.add_parser(sub)
-
-
-def _train_parser(sub):
-    try:
-        from derive import train  # noqa: F401
-    except ImportError:
-        return
-    train.add_parsers(sub)
-
-
-_EXTENSIONS = [_latex_parser, _train_parser]
+def _command(argv) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv=None) -> int:
     """Run one command. A user error prints one line and returns 2; a bug keeps its traceback (exit 1)."""
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser(_command(argv)).parse_args(argv)
     from derive.errors import NnderiveError, SpecWarning
     show = warnings.showwarning
 
