@@ -24,6 +24,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 
 from . import naming
 from .activations import ACTIVATIONS, XV, K, softmax_instance
@@ -537,7 +538,7 @@ def _parts(expr: sp.Expr, printer: NamePrinter, width: int) -> list[str]:
         if sums:
             big = max(sums, key=lambda f: len(printer.doprint(f)))
             rest = sp.Mul(*[f for f in expr.args if f is not big])
-            head = "" if rest == 1 else ("-" if rest == -1 else printer.doprint(rest))
+            head = "" if rest == 1 else ("-" if rest == -1 else printer.parenthesize(rest, PRECEDENCE["Mul"], strict=True))
             parts = _parts(big, printer, width)
             parts[0] = f"{head} \\Bigl({parts[0]}".strip()
             parts[-1] += r"\Bigr)"

@@ -18,7 +18,7 @@ from codegen.document import document_outputs, render_document
 from derive import Dense, Network, derive, load_spec
 from derive.errors import NnderiveError
 from derive.latex import (activation, check_partials, expanded_partials, latex, numeric, pieces, softmax_steps,
-                          symbol)
+                          split_lines, symbol)
 from derive.verify import load_module
 
 # Some unseen networks are odd on purpose (mse on softmax, untrainable step/sign): their warnings are expected.
@@ -316,6 +316,19 @@ def test_api_pieces_are_sympy_in_the_code_names():
         p.delta(3)
 
 
+def test_long_formulas_break_between_terms_and_keep_their_factors():
+    a = symbol("a1_6")
+    ws, qs = sp.symbols("w0:12"), sp.symbols("q0:12")
+    total = sum(w * q * (1 - q) for w, q in zip(ws, qs))
+    lines = split_lines((1 - a**2) * total, width=60)
+    assert len(lines) > 2
+    assert lines[0].startswith(r"\left(1 - \left(a^{(1)}_{7}\right)^{2}\right) \Bigl(")   # the factor keeps its parentheses
+    assert lines[-1].endswith(r"\Bigr)") and all(line.startswith("+ ") for line in lines[1:])
+    joined = " ".join(lines).replace(r"\Bigl(", r"\left(").replace(r"\Bigr)", r"\right)")
+    assert joined == r"\left(%s\right) \left(%s\right)" % (latex(1 - a**2), latex(total))
+    assert split_lines(-3 * a * total, width=60)[0].startswith(r"- 3 a^{(1)}_{7} \Bigl(")
+
+
 def test_api_activation_identities():
     assert activation("sigmoid").fprime_a == sp.Symbol("a", real=True) * (1 - sp.Symbol("a", real=True))
     assert activation("tanh").fprime_a == 1 - sp.Symbol("a", real=True) ** 2
@@ -358,3 +371,13 @@ def test_cli_latex_errors_are_one_line(tmp_path, capsys):
     mine.write_text("my own notes\n")
     assert main(["latex", str(ROOT / "examples" / "mlp_4_2_3.toml"), "-o", str(mine)]) == 2
     assert "--force" in capsys.readouterr().err and mine.read_text() == "my own notes\n"
+
+
+def test_docstring_examples():
+    import doctest
+
+    import codegen.document
+    import derive.latex
+    for module in (derive.latex, codegen.document):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
