@@ -23,6 +23,9 @@ MAX_NODES = 200  # operands and operations
 MAX_DEPTH = 40  # nesting of operations
 MAX_EXPONENT = 100  # |c| in base**c
 MAX_BITS = 10_000  # bound on the exact integers SymPy may form (powers multiply it)
+MAX_ROOT = 1000  # denominators of fractional powers, multiplied through nesting
+MAX_WORK = 100_000  # bits * root: SymPy extracts roots of numbers by factoring b**(p mod q)
+MAX_CONSTANT = 1e15  # |c| for every part without x: SymPy's evalf of exp(10**300) takes 0.3 s
 _CANCELLATION = 1e-9  # a constant sum this much smaller than its terms is taken for zero
 
 
@@ -54,6 +57,13 @@ def _extremum(kind: type[sp.Max] | type[sp.Min]) -> Callable[[sp.Expr, sp.Expr],
         return kind(a, b) if a.is_Rational and b.is_Rational else kind(a, b, evaluate=False)
 
     return build
+
+
+def _log_root(expr: sp.Expr) -> int:
+    """The denominators exp() may turn into a power: exp(log(2)*5/7) is 2**(5/7)."""
+    if not expr.has(sp.log):
+        return 1
+    return math.lcm(*(r.q for r in expr.atoms(sp.Rational)))
 
 
 @dataclass(frozen=True)
@@ -124,19 +134,21 @@ class _Term:
     value: float | None  # its float value when it does not contain x
     bits: int  # bound on the size of the exact numbers inside it
     has_pow: bool
+    root: int  # bound on the denominators of the fractional powers SymPy may form in it
 
 
 def parse_formula(text: str, source: str = "", where: str = "formula") -> sp.Expr:
     """Turn an activation formula in ``x`` into a SymPy expression in ``X``, safely.
 
     The text is parsed with :mod:`ast`, never evaluated: only ``x``, ``pi``, ``e``,
-    int and float literals (floats become exact rationals: 0.1 is 1/10), ``+ - * / **``,
-    unary ``-``/``+`` and positional calls of the functions in ``FUNCTIONS`` are
-    accepted. Length, node count, nesting, exponents (constants within +-100, no
-    towers) and the size of exact numbers are bounded, and every part without x
-    must be a finite real float that does not cancel to zero, so no input can make
-    the parser or SymPy hang. ``abs``, ``max`` and ``min`` of parts with x are built
-    unevaluated, since SymPy's evaluation of them can take seconds.
+    int and float literals (floats become exact rationals: 0.1 is 1/10),
+    ``+ - * / **``, unary ``-``/``+`` and positional calls of the functions in
+    ``FUNCTIONS`` are accepted. Length, node count, nesting, exponents (constants
+    within +-100, no towers, small denominators) and the size of exact numbers are
+    bounded, and every part without x must be a real number within +-1e15 that does
+    not cancel to zero, so no input can make the parser or SymPy hang. ``abs``,
+    ``max`` and ``min`` of parts with x are built unevaluated: SymPy's evaluation of
+    them can take seconds, and they mean and differentiate the same either way.
 
     Args:
         text: the formula, e.g. from an untrusted spec file.
@@ -320,15 +332,15 @@ class _Parser:
             return self.number(node)
         if isinstance(node, ast.Name):
             if node.id == "x":
-                return _Term(X, True, None, 0, False)  # x adds no digits
+                return _Term(X, True, None, 0, False, 1)  # x adds no digits
             expr, value = CONSTANTS[node.id]
-            return _Term(expr, False, value, 1, False)
+            return _Term(expr, False, value, 1, False, 1)
         if isinstance(node, ast.UnaryOp):
             term = self.build(node.operand)
             if isinstance(node.op, ast.UAdd):
                 return term
             value = None if term.value is None else -term.value
-            return _Term(-term.expr, term.has_x, value, term.bits, term.has_pow)
+            return _Term(-term.expr, term.has_x, value, term.bits, term.has_pow, term.root)
         if isinstance(node, ast.BinOp):
             return self.operation(node)
         return self.call(node)
@@ -340,25 +352,25 @@ class _Parser:
             # the literal's own digits, so 0.1 is exactly 1/10; nothing string-based reaches SymPy
             digits = self.text[node.col_offset : node.end_col_offset].replace("_", "")
             exact = Fraction(Decimal(digits))
-        try:
-            value = float(exact)
-        except OverflowError:
-            value = math.inf
-        if not math.isfinite(value):
-            what = f"number {self.snippet(node)} {self.at(node)} is too large"
-            self.fail(what, "use a number below 1e308")
+        if abs(exact) > MAX_CONSTANT:
+            what = f"number {self.snippet(node)} {self.at(node)} is beyond +-{MAX_CONSTANT:g}"
+            self.fail(what, "use a smaller number")
         bits = exact.numerator.bit_length() + exact.denominator.bit_length()
-        return _Term(sp.Rational(exact.numerator, exact.denominator), False, value, bits, False)
+        rational = sp.Rational(exact.numerator, exact.denominator)
+        return _Term(rational, False, float(exact), bits, False, 1)
 
     def operation(self, node: ast.BinOp) -> _Term:
         left, right = self.build(node.left), self.build(node.right)
         is_pow = isinstance(node.op, ast.Pow)
         bits = left.bits + right.bits
+        root = math.lcm(left.root, right.root)  # Mul joins 2**(1/3)*2**(1/5) into 2**(8/15)
         if is_pow:
             self.check_exponent(node, right)
             # a**n can need n times the digits of a: (2**100)**100 has 10000 bits
             bits = left.bits * max(1, math.ceil(abs(right.value))) + right.bits
-        self.check_bits(node, bits)
+            denominator = right.expr.q if right.expr.is_Rational else 1
+            root = math.lcm(left.root * denominator, _log_root(right.expr))
+        self.check_size(node, bits, root)
         if isinstance(node.op, ast.Div) and right.expr == 0:
             what = f"division by zero in {self.snippet(node)} {self.at(node)}"
             self.fail(what, "divide by something nonzero")
@@ -376,7 +388,7 @@ class _Parser:
                     "simplify it",
                 )
         has_pow = is_pow or left.has_pow or right.has_pow
-        return self.term(node, expr, left.has_x or right.has_x, value, bits, has_pow)
+        return self.term(node, expr, left.has_x or right.has_x, value, bits, has_pow, root)
 
     def check_exponent(self, node: ast.BinOp, exponent: _Term) -> None:
         """An exponent must be a constant of size at most MAX_EXPONENT, with no ** inside."""
@@ -395,18 +407,31 @@ class _Parser:
                 "use a smaller exponent",
             )
 
-    def check_bits(self, node: ast.expr, bits: int) -> None:
+    def check_size(self, node: ast.expr, bits: int, root: int) -> None:
+        """Bound the exact numbers SymPy may form, before it forms them."""
         if bits > MAX_BITS:
             self.fail(
                 f"the numbers in {self.snippet(node)} {self.at(node)} grow too large",
                 "use smaller numbers and exponents",
+            )
+        if root > MAX_ROOT or bits * root > MAX_WORK:
+            need = (
+                f"denominators over {MAX_ROOT}" if root > MAX_ROOT
+                else f"roots of degree {root} of {bits}-bit numbers"
+            )
+            self.fail(
+                f"the fractional powers in {self.snippet(node)} {self.at(node)} need {need}",
+                "use simple exponents such as 1/2, 1/3, 0.25 or 1.5",
             )
 
     def call(self, node: ast.Call) -> _Term:
         function = FUNCTIONS[node.func.id]
         args = [self.build(arg) for arg in node.args]
         bits = sum(arg.bits for arg in args) + 1
-        self.check_bits(node, bits)
+        root = math.lcm(*(math.lcm(arg.root, _log_root(arg.expr)) for arg in args))
+        if node.func.id == "sqrt":
+            root *= 2
+        self.check_size(node, bits, root)
         value = None
         if all(arg.value is not None for arg in args):
             value = self.constant(node, function.value, *(arg.value for arg in args))
@@ -421,11 +446,11 @@ class _Parser:
                     )
         expr = self.sympy(node, function.build, *(arg.expr for arg in args))
         has_x, has_pow = any(a.has_x for a in args), any(a.has_pow for a in args)
-        return self.term(node, expr, has_x, value, bits, has_pow)
+        return self.term(node, expr, has_x, value, bits, has_pow, root)
 
     def term(
         self, node: ast.expr, expr: sp.Expr, has_x: bool, value: float | None, bits: int,
-        has_pow: bool,
+        has_pow: bool, root: int,
     ) -> _Term:
         """Wrap a built node, refusing one whose x cancelled out (x - x, exp(x)/exp(x)).
 
@@ -434,7 +459,7 @@ class _Parser:
         """
         if has_x and not expr.free_symbols:
             self.fail(f"x cancels out of {self.snippet(node)} {self.at(node)}", "remove that part")
-        return _Term(expr, has_x, value, bits, has_pow)
+        return _Term(expr, has_x, value, bits, has_pow, root)
 
     def sympy(self, node: ast.expr, build: Callable[..., sp.Expr], *args: sp.Expr) -> sp.Expr:
         """Let SymPy build one node; its own refusals become SpecErrors too."""
@@ -446,7 +471,7 @@ class _Parser:
             self.fail(what, "simplify it")
 
     def constant(self, node: ast.expr, operate: Callable[..., float], *args: float) -> float:
-        """Evaluate a part without x in floats; it must be a finite real number.
+        """Evaluate a part without x in floats; it must be a real number within MAX_CONSTANT.
 
         This keeps SymPy from ever comparing or evaluating huge or complex constants.
         """
@@ -454,10 +479,10 @@ class _Parser:
             value = operate(*(float(arg) for arg in args))
         except (ArithmeticError, ValueError):
             value = math.nan
-        if isinstance(value, complex) or not math.isfinite(value):
+        if isinstance(value, complex) or not abs(value) <= MAX_CONSTANT:  # also catches nan
             self.fail(
-                f"constant {self.snippet(node)} {self.at(node)} is not a finite real number",
-                "keep constants within +-1e308, with no division by zero"
-                " and no log or sqrt of a negative",
+                f"constant {self.snippet(node)} {self.at(node)} is not a real number"
+                f" within +-{MAX_CONSTANT:g}",
+                "use smaller constants, with no division by zero and no log or sqrt of a negative",
             )
         return float(value)
