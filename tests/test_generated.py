@@ -100,7 +100,7 @@ def test_float32_stays_float32(build_module):
     p = m.init_params(seed=1, dtype=np.float32)
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     y_hat, cache = m.forward(p, x)
-    assert y_hat.dtype == np.float32 and all(v.dtype == np.float32 for v in cache.values())
+    assert y_hat.dtype == np.float32 and all(v.dtype == np.float32 for v in cache.values() if v.dtype.kind == "f")
     loss, g = m.loss_and_grad(p, x, np.array([0, 1, 2, 1, 0]))
     assert all(v.dtype == np.float32 for v in g.values())
 
