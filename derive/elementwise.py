@@ -2,6 +2,7 @@
 import contextlib
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -9,6 +10,11 @@ import sympy as sp
 
 from .errors import DerivationError
 from .naming import A, X
+
+# Bounds on deriving one activation: formulas come from untrusted specs, and a short formula can
+# have a derivative SymPy takes minutes over (the parser bounds the formula, not its derivative).
+DERIVE_SECONDS = 20
+MAX_DERIVATIVE_OPS = 5000
 
 # Forms the inversion a = f(x) -> x cannot handle; their derivatives are used in x.
 _NOT_INVERTIBLE = (sp.Piecewise, sp.Heaviside, sp.Max, sp.Min, sp.sign, sp.Abs, sp.erf)
@@ -51,21 +57,29 @@ def diff(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
 
 @contextlib.contextmanager
 def time_limit(seconds: float):
-    """Raise TimeoutError if the block runs longer than `seconds` (main thread only; else no limit)."""
+    """Raise TimeoutError if the block runs longer than `seconds` (main thread only; else no limit).
+
+    Limits nest: an inner limit never extends an outer one, and the outer one is re-armed with
+    what is left of it when the inner block ends (an expired outer limit fires at once).
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def _expire(signum, frame):
-        raise TimeoutError
+        raise TimeoutError(f"took longer than {seconds:g} s")
 
+    start = time.monotonic()
+    outer, _ = signal.getitimer(signal.ITIMER_REAL)
     old = signal.signal(signal.SIGALRM, _expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer) if outer else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
 def agree_numerically(e1: sp.Expr, e2: sp.Expr, var: sp.Symbol, points=(-2.3, -0.7, 0.4, 1.9)) -> bool:
@@ -86,7 +100,7 @@ def _candidates(f: sp.Expr, fprime: sp.Expr):
     if f.has(*_NOT_INVERTIBLE) or sum(1 for e in sp.preorder_traversal(f) if e == X) != 1:
         return
     with time_limit(3):
-        inverses = sp.solve(sp.Eq(A, f), X)
+        inverses = sp.solve(sp.Eq(A, f), X, check=False)   # the candidate is proven below
     for inv in inverses:
         yield fprime.xreplace({X: inv}), inv
 
@@ -111,9 +125,23 @@ def _output_form(f: sp.Expr, fprime: sp.Expr) -> tuple[sp.Expr | None, sp.Expr |
 
 @lru_cache(maxsize=None)
 def derive_elementwise(f: sp.Expr) -> ElementwiseDerivative:
-    """Differentiate an activation formula in X and rewrite f' in terms of a = f(x) where provable."""
-    fprime = diff(f, X)
-    if fprime.has(sp.Derivative, sp.Subs, sp.zoo, sp.nan):
-        raise DerivationError(f"SymPy found no usable derivative of {f}: {fprime}")
-    fprime_a, inverse = _output_form(f, fprime)
+    """Differentiate an activation formula in X and rewrite f' in terms of a = f(x) where provable.
+
+    Raises:
+        DerivationError: no usable derivative, a derivative of more than MAX_DERIVATIVE_OPS
+            operations, or more than DERIVE_SECONDS of SymPy work.
+    """
+    try:
+        with time_limit(DERIVE_SECONDS):
+            fprime = diff(f, X)
+            if fprime.has(sp.Derivative, sp.Subs, sp.zoo, sp.nan):
+                raise DerivationError(f"SymPy found no usable derivative of {f}: {fprime}; "
+                                      "write the activation with functions SymPy can differentiate")
+            ops = sp.count_ops(fprime)
+            if ops > MAX_DERIVATIVE_OPS:
+                raise DerivationError(f"the derivative of {f} has {ops} operations, more than "
+                                      f"{MAX_DERIVATIVE_OPS}; simplify the formula")
+            fprime_a, inverse = _output_form(f, fprime)
+    except (TimeoutError, RecursionError):
+        raise DerivationError(f"differentiating {f} took longer than {DERIVE_SECONDS} s; simplify the formula") from None
     return ElementwiseDerivative(f, fprime, fprime_a, inverse)
