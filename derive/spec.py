@@ -1,22 +1,36 @@
 """Network specs from TOML or Python, validated in one place: every spec error is raised here."""
 import difflib
 import keyword
+import math
+import os
 import re
+import stat
+import sys
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sympy as sp
 
 from .activations import ACTIVATIONS
-from .errors import SpecError
+from .errors import SpecError, SpecWarning, one_line
 from .losses import LOSSES
 
-# Names a spec may not take: they would shadow the generated module's own API.
-RESERVED = {"PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad", "predict",
-            "np", "numpy", "math", "sgd_step"}
+# Names a spec may not take. The module's own API and helpers; modules it imports or sits beside
+# (generated/optimizers.py, conftest.py for pytest); and, since a generated module is imported by
+# its file name, every standard-library module (a generated os.py would shadow os for any program
+# started next to it) and the names Windows reserves for devices.
+RESERVED = ({"PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad", "predict",
+             "np", "numpy", "math", "sgd_step", "sympy", "mpmath", "jinja2", "derive", "codegen",
+             "generated", "optimizers", "conftest", "setup", "nnderive"}
+            | set(sys.stdlib_module_names)
+            | {"con", "prn", "aux", "nul"} | {f"{dev}{i}" for dev in ("com", "lpt") for i in range(1, 10)})
+MAX_NAME = 64          # characters: a module (file) name, a custom activation name
 MAX_UNITS = 1_000_000
-MAX_LAYERS = 256
+MAX_LAYERS = 64
+MAX_PARAMS = 100_000_000   # weights and biases: 800 MB in float64
+MAX_SPEC_BYTES = 1_000_000
 TOP_KEYS = ("name", "inputs", "loss", "layers")
 LAYER_KEYS = ("units", "activation", "formula")
 
@@ -81,7 +95,7 @@ class Network:
         layer = self.layers[l - 1]
         if layer.formula is not None:
             from .formula import parse_formula
-            return parse_formula(layer.formula, self.source, f"layers[{l}].formula")
+            return parse_formula(layer.formula, self.source, _place(self, "formula", l))
         return ACTIVATIONS[layer.activation].bind(**layer.params)
 
     def is_vector(self, l: int) -> bool:
@@ -101,8 +115,13 @@ class Network:
 
 
 def _suggest(word: str, options) -> str:
-    match = difflib.get_close_matches(str(word), list(options), n=1)
+    match = difflib.get_close_matches(str(word).lower(), list(options), n=1)
     return f"did you mean '{match[0]}'?" if match else "use one of: " + ", ".join(sorted(options))
+
+
+def _show(value) -> str:
+    """A value quoted in a message: its repr, short."""
+    return one_line(repr(value), 60)
 
 
 def _place(net: "Network", key: str, layer: int | None = None) -> str:
@@ -117,6 +136,8 @@ def _place(net: "Network", key: str, layer: int | None = None) -> str:
             table += 1
         elif re.match(rf"{re.escape(key)}\s*=", stripped) and table == (layer or 0):
             return f"line {n}, {path}"
+        elif layer is None and re.match(rf"\[\[?\s*{re.escape(key)}\s*\]", stripped):
+            return f"line {n}, {path}"     # an unknown [table] or [[array]] at the top level
     return path
 
 
@@ -135,15 +156,21 @@ def validate(net: Network) -> None:
     def fail(key, what, fix, layer=None):
         raise SpecError(src, _place(net, key, layer), what, fix)
 
-    if not isinstance(net.name, str) or not net.name.isidentifier() or not net.name.isascii():
-        fail("name", f"{net.name!r} is not a Python identifier", "use letters, digits and _, not starting with a digit")
-    if keyword.iskeyword(net.name) or net.name in RESERVED or net.name.startswith("__"):
-        fail("name", f"{net.name!r} is reserved", "choose another module name")
+    if not isinstance(src, str) or not src.isprintable():
+        raise SpecError(one_line(src), "", "the spec's file name has control characters (it is copied into "
+                        "the generated code)", "rename the file")
+    name_problem = _identifier_problem(net.name)
+    if name_problem:
+        fail("name", f"name {_show(net.name)} {name_problem}", 'use a Python identifier, e.g. name = "my_net"')
+    if net.name in RESERVED or net.name.lower() in RESERVED or net.name.startswith("_"):
+        fail("name", f"name '{net.name}' is reserved: it would shadow a module or the generated module's own "
+             "functions", f"choose another name, e.g. name = \"{net.name.strip('_') or 'my'}_net\"")
     if not _is_int(net.inputs) or not 1 <= net.inputs <= MAX_UNITS:
-        fail("inputs", f"inputs must be a whole number from 1 to {MAX_UNITS}, got {net.inputs!r}", "e.g. inputs = 4")
+        fail("inputs", f"inputs must be a whole number from 1 to {MAX_UNITS}, got {_show(net.inputs)}",
+             "e.g. inputs = 4")
     if not isinstance(net.loss, str) or net.loss not in LOSSES:
-        fail("loss", f"unknown loss {net.loss!r}", _suggest(net.loss, LOSSES))
-    if not net.layers:
+        fail("loss", f"unknown loss {_show(net.loss)}", _suggest(net.loss, LOSSES))
+    if not isinstance(net.layers, tuple) or not net.layers:
         fail("layers", "the network has no layers", "add at least one [[layers]] table with units and activation")
     if len(net.layers) > MAX_LAYERS:
         fail("layers", f"{len(net.layers)} layers is more than {MAX_LAYERS}", "use fewer layers")
@@ -151,24 +178,32 @@ def validate(net: Network) -> None:
         if not isinstance(layer, Dense):
             fail("layers", f"layer {l} is a {type(layer).__name__}, not a Dense", "build layers with derive.Dense")
         if not _is_int(layer.units) or not 1 <= layer.units <= MAX_UNITS:
-            fail("units", f"units must be a whole number from 1 to {MAX_UNITS}, got {layer.units!r}",
+            fail("units", f"units must be a whole number from 1 to {MAX_UNITS}, got {_show(layer.units)}",
                  "e.g. units = 8", l)
         name = layer.activation
         if not isinstance(name, str):
-            fail("activation", f"activation must be a string, got {name!r}", 'e.g. activation = "relu"', l)
+            fail("activation", f"activation must be a string, got {_show(name)}", 'e.g. activation = "relu"', l)
         if layer.formula is not None:
             if not isinstance(layer.formula, str):
-                fail("formula", "formula must be a string", 'e.g. formula = "x*tanh(log(1 + exp(x)))"', l)
+                fail("formula", f"formula must be a string, got {_show(layer.formula)}",
+                     'e.g. formula = "x*tanh(log(1 + exp(x)))"', l)
             if name in ACTIVATIONS:
                 fail("activation", f"'{name}' is a built-in activation and cannot take a formula",
                      "give the custom activation another name, or remove formula", l)
-            if not name.isidentifier() or not name.isascii() or keyword.iskeyword(name):
-                fail("activation", f"custom activation name {name!r} is not a Python identifier",
-                     "use letters, digits and _", l)
+            problem = _identifier_problem(name)
+            if problem or name.startswith("_"):
+                fail("activation", f"custom activation name {_show(name)} {problem or 'starts with _'}",
+                     'name it with a Python identifier, e.g. activation = "mish"', l)
             if layer.params:
                 fail(next(iter(layer.params)), "a custom activation takes no parameters",
                      "write the numbers into the formula", l)
-            net.activation_formula(l)   # parses (safely) now, so errors surface at load time
+            f = net.activation_formula(l)   # parses (safely) now, so errors surface at load time
+            for x in PROBES:
+                value = _value(f, x)
+                if value is not None and not math.isfinite(value):
+                    fail("formula", f"{_show(layer.formula)} is not a finite real number at x = {x:g}",
+                         "an activation must be defined for every input (no log or sqrt of negatives, "
+                         "no exp of exp of exp)", l)
             continue
         if name not in ACTIVATIONS:
             fail("activation", f"unknown activation {name!r}",
@@ -178,11 +213,88 @@ def validate(net: Network) -> None:
             if key not in allowed:
                 fix = (f"{name} takes {', '.join(sorted(allowed))}" if allowed else f"{name} takes no parameters")
                 fail(key, f"unknown key '{key}' for activation {name}", fix, l)
-            if not _is_number(value) or not (0 < value <= 1e6) or value != value:
-                fail(key, f"{key} must be a positive number, got {value!r}", f"e.g. {key} = 0.1", l)
+            if not _is_number(value) or not (0 < value <= 1e6):
+                fail(key, f"{key} must be a number above 0 and at most 1e6, got {_show(value)}",
+                     f"e.g. {key} = 0.1", l)
         if ACTIVATIONS[name].vector and layer.units < 2:
             fail("units", f"{name} needs at least 2 units", "use sigmoid for a single output", l)
+    params = sum(n_out * (n_in + 1) for n_in, n_out in zip(net.sizes, net.sizes[1:]))
+    if params > MAX_PARAMS:
+        fail("layers", f"the network has {params:,} weights and biases, more than {MAX_PARAMS:,}",
+             "use narrower layers")
     _check_pairing(net, fail)
+    _warn_unusual(net)
+
+
+# Points a custom activation must be finite at: pre-activations of a trained network live here.
+PROBES = (-3.0, -1.0, -0.25, 0.25, 1.0, 3.0)
+_FLOAT_FUNCTIONS = {sp.exp: math.exp, sp.log: math.log, sp.sin: math.sin, sp.cos: math.cos, sp.tan: math.tan,
+                    sp.sinh: math.sinh, sp.cosh: math.cosh, sp.tanh: math.tanh, sp.asinh: math.asinh,
+                    sp.atan: math.atan, sp.erf: math.erf, sp.Abs: abs,
+                    sp.sign: lambda u: float((u > 0) - (u < 0))}
+
+
+def _value(expr: sp.Expr, x: float) -> float | None:
+    """expr at X = x in Python floats (nan or inf where it is not a finite real), None if unsure.
+
+    Evaluates the tree directly (no lambdify: that would exec generated text), so a tower like
+    exp(exp(exp(x))) is caught here before the verifier's mpmath meets numbers with 10**9 digits.
+    """
+    def ev(e) -> float:
+        if e.is_Symbol:
+            return x
+        if e.is_Number or e.is_NumberSymbol:
+            return float(e)
+        args = [ev(a) for a in e.args]
+        if e.is_Add:
+            return math.fsum(args)
+        if e.is_Mul:
+            return math.prod(args)
+        if e.is_Pow:
+            return math.pow(*args)
+        if isinstance(e, (sp.Max, sp.Min)):
+            return (max if isinstance(e, sp.Max) else min)(args)
+        return _FLOAT_FUNCTIONS[e.func](*args)
+
+    try:
+        return ev(expr)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return math.nan
+    except (KeyError, TypeError, RecursionError):
+        return None
+
+
+def _identifier_problem(name) -> str:
+    """Why `name` cannot name a module or an activation in generated code ("" if it can)."""
+    if not isinstance(name, str):
+        return "is not a string"
+    if not name.isascii() or not name.isidentifier():
+        return "is not a Python identifier (ASCII letters, digits and _, not starting with a digit)"
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        return "is a Python keyword"
+    if len(name) > MAX_NAME:
+        return f"is longer than {MAX_NAME} characters"
+    return ""
+
+
+def _warn_unusual(net: Network) -> None:
+    """Pairings that work but are probably not what was meant: a one-line SpecWarning each."""
+    last, n = net.layers[-1], len(net.layers)
+
+    def warn(key, what, fix, layer=None):
+        warnings.warn(SpecWarning(str(SpecError(net.source, _place(net, key, layer), what, fix))), stacklevel=4)
+
+    if last.activation == "softmax" and net.loss in ("mse", "mae"):
+        warn("loss", f"{net.loss} on a softmax output learns slowly where the softmax saturates",
+             'cce (or sparse_cce for integer labels) is the usual loss for class probabilities')
+    if last.activation == "softmax" and net.loss == "bce":
+        warn("loss", "bce on a softmax output treats classes that sum to 1 as independent, and its loss "
+             "is infinite where a logit saturates", 'use loss = "cce", or sigmoid outputs for independent labels')
+    for l, layer in enumerate(net.layers, start=1):
+        if layer.formula is None and layer.activation in ("step", "sign"):
+            below = f"layers 1..{l}" if l > 1 else "layer 1"
+            warn("activation", f"{layer.activation} has zero derivative, so {below} get zero gradients and "
+                 "will not train", 'use sigmoid or tanh for a trainable threshold', l)
 
 
 def _check_pairing(net: Network, fail) -> None:
@@ -190,8 +302,9 @@ def _check_pairing(net: Network, fail) -> None:
     last = net.layers[-1]
     n = len(net.layers)
     if LOSSES[net.loss].target in ("onehot", "labels") and last.activation != "softmax":
+        other = 'loss = "bce"' if last.activation == "sigmoid" else 'loss = "mse"'
         fail("loss", f"{net.loss} needs a softmax output layer, the last layer is {last.activation}",
-             'set activation = "softmax" on the last layer, or use loss = "bce" or "mse"')
+             f'set activation = "softmax" on the last layer, or use {other}')
     if net.loss == "bce" and last.activation not in ("sigmoid", "softmax"):
         fail("loss", f"bce needs outputs in (0, 1), but {last.activation} can leave that range",
              'use activation = "sigmoid" on the last layer')
@@ -200,7 +313,11 @@ def _check_pairing(net: Network, fail) -> None:
 
 
 def network_from_dict(doc: dict, source: str = "<dict>", text: str = "") -> Network:
-    """Build a Network from a parsed TOML document, checking types and unknown keys."""
+    """Build a Network from a parsed TOML document, checking types and unknown keys.
+
+    Raises:
+        SpecError: the first problem, naming `source`, the line or key, and the fix.
+    """
     probe = Network.__new__(Network)           # only for _place() line lookups
     object.__setattr__(probe, "_text", text)
 
@@ -208,33 +325,43 @@ def network_from_dict(doc: dict, source: str = "<dict>", text: str = "") -> Netw
         raise SpecError(source, _place(probe, key, layer), what, fix)
 
     if not isinstance(doc, dict):
-        fail("", "a spec must be a table", "see the spec format in README.md")
+        fail("", "a spec must be a table", 'start with name = "my_net", inputs, loss and [[layers]] tables')
     for key in doc:
         if key not in TOP_KEYS:
-            fail(key, f"unknown key '{key}'", _suggest(key, TOP_KEYS))
-    for key in ("name", "inputs", "loss", "layers"):
+            fail(key, f"unknown key {_show(key)}", _suggest(key, TOP_KEYS))
+    for key in TOP_KEYS:
         if key not in doc:
             fail(key, f"missing key '{key}'", {"name": 'add name = "my_net"', "inputs": "add inputs = 4",
                                                "loss": 'add loss = "mse"',
                                                "layers": "add [[layers]] tables"}[key])
     if not isinstance(doc["layers"], list) or not all(isinstance(t, dict) for t in doc["layers"]):
         fail("layers", "layers must be an array of tables", "write each layer as a [[layers]] table")
+    if len(doc["layers"]) > MAX_LAYERS:
+        fail("layers", f"{len(doc['layers'])} layers is more than {MAX_LAYERS}", "use fewer layers")
+    every_param = sorted({s.name for a in ACTIVATIONS.values() for s in a.params})
     layers = []
     for l, table in enumerate(doc["layers"], start=1):
-        if "units" not in table:
-            fail("units", "missing key 'units'", "add units = N", l)
+        act = table.get("activation", "identity")
+        takes = sorted(s.name for s in ACTIVATIONS[act].params) if isinstance(act, str) and act in ACTIVATIONS \
+            else []
         params = {}
         for key, value in table.items():
             if key in LAYER_KEYS:
                 continue
-            act = table.get("activation")
-            if isinstance(act, str) and act in ACTIVATIONS and key in {s.name for s in ACTIVATIONS[act].params}:
+            if key in takes:
                 params[key] = value
+                continue
+            close = difflib.get_close_matches(key.lower(), list(LAYER_KEYS) + takes, n=1)
+            if close:
+                fix = f"did you mean '{close[0]}'?"
+            elif key in every_param:
+                fix = f"{act} takes {', '.join(takes)}" if takes else f"{_show(act)} takes no parameters"
             else:
-                known = list(LAYER_KEYS) + [s.name for a in ACTIVATIONS.values() for s in a.params]
-                fail(key, f"unknown key '{key}'", _suggest(key, known) if isinstance(act, str) and act in ACTIVATIONS
-                     and ACTIVATIONS[act].params else f"{act} takes no parameters; remove '{key}'", l)
-        layers.append(Dense(table["units"], table.get("activation", "identity"), table.get("formula"), **params))
+                fix = "a layer takes " + ", ".join(list(LAYER_KEYS) + takes)
+            fail(key, f"unknown key {_show(key)} in a layer", fix, l)
+        if "units" not in table:
+            fail("units", "missing key 'units'", "add units = N", l)
+        layers.append(Dense(table["units"], act, table.get("formula"), **params))
     net = Network.__new__(Network)
     for attr, value in dict(name=doc["name"], inputs=doc["inputs"], layers=tuple(layers), loss=doc["loss"],
                             source=source, _text=text).items():
@@ -246,23 +373,44 @@ def network_from_dict(doc: dict, source: str = "<dict>", text: str = "") -> Netw
 def load_spec(path) -> Network:
     """Read and validate a TOML spec file.
 
+    Only a regular file of at most MAX_SPEC_BYTES is read (not a directory, FIFO or device).
+
     Raises:
         SpecError: the file is missing, unreadable, not TOML, or not a valid spec.
     """
-    path = Path(path)
-    source = str(path)
+    source = one_line(str(path))
     try:
-        raw = path.read_bytes()
+        path = Path(path)
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise SpecError(source, "", "is a directory, not a spec file", "name a .toml file")
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(source, "", "is not a regular file", "name a .toml file")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise SpecError(source, "", f"spec file larger than {MAX_SPEC_BYTES:,} bytes", "a spec is a few lines of TOML")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(source, "", "no such file", "check the path") from None
-    except IsADirectoryError:
-        raise SpecError(source, "", "is a directory, not a spec file", "name a .toml file") from None
-    except OSError as e:
-        raise SpecError(source, "", f"cannot read: {e.strerror}", "check the file's permissions") from None
-    if len(raw) > 1_000_000:
-        raise SpecError(source, "", "spec file larger than 1 MB", "a spec is a few lines of TOML")
+    except (OSError, ValueError) as e:   # ValueError: a NUL byte in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SpecError(source, "", f"cannot read: {reason}", "check the path and the file's permissions") from None
+    return parse_spec(raw, source)
+
+
+def parse_spec(raw: bytes | str, source: str = "<text>") -> Network:
+    """Validate a spec given as TOML bytes or text (what load_spec does once the file is read).
+
+    >>> text = 'name = "logreg"', 'inputs = 3', 'loss = "bce"', '[[layers]]', 'units = 1', 'activation = "sigmoid"'
+    >>> parse_spec("\\n".join(text)).sizes
+    [3, 1]
+    """
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(source, "", f"spec file larger than {MAX_SPEC_BYTES:,} bytes", "a spec is a few lines of TOML")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SpecError(source, f"byte {e.start}", "not UTF-8 text", "save the spec as UTF-8") from None
     try:
@@ -270,6 +418,8 @@ def load_spec(path) -> Network:
     except tomllib.TOMLDecodeError as e:
         msg = str(e).splitlines()[0]
         raise SpecError(source, "", f"not valid TOML ({msg})", "fix the TOML syntax") from None
+    except RecursionError:
+        raise SpecError(source, "", "not valid TOML (nested too deeply)", "a spec needs no nested arrays") from None
     return network_from_dict(doc, source, text)
 
 
