@@ -26,6 +26,7 @@ MAX_BITS = 10_000  # bound on the exact integers SymPy may form (powers multiply
 MAX_ROOT = 1000  # denominators of fractional powers, multiplied through nesting
 MAX_WORK = 100_000  # bits * root: SymPy extracts roots of numbers by factoring b**(p mod q)
 MAX_CONSTANT = 1e15  # |c| for every part without x: SymPy's evalf of exp(10**300) takes 0.3 s
+MAX_DECIMAL_EXPONENT = 300  # literals below 1e-300 in size (other than 0) are refused
 _CANCELLATION = 1e-9  # a constant sum this much smaller than its terms is taken for zero
 
 
@@ -351,7 +352,14 @@ class _Parser:
         else:
             # the literal's own digits, so 0.1 is exactly 1/10; nothing string-based reaches SymPy
             digits = self.text[node.col_offset : node.end_col_offset].replace("_", "")
-            exact = Fraction(Decimal(digits))
+            decimal = Decimal(digits)
+            # 1e99999999 is ten characters for a number of 10**8 digits: judge it by its exponent
+            # before Fraction spells it out (which would take minutes and gigabytes)
+            if decimal and not -MAX_DECIMAL_EXPONENT <= decimal.adjusted() <= math.log10(MAX_CONSTANT):
+                what = f"number {self.snippet(node)} {self.at(node)} is beyond +-{MAX_CONSTANT:g}" \
+                    if decimal.adjusted() > 0 else f"number {self.snippet(node)} {self.at(node)} is too small"
+                self.fail(what, "use a number between 1e-300 and 1e15 in size, or 0")
+            exact = Fraction(decimal)
         if abs(exact) > MAX_CONSTANT:
             what = f"number {self.snippet(node)} {self.at(node)} is beyond +-{MAX_CONSTANT:g}"
             self.fail(what, "use a smaller number")

@@ -258,6 +258,22 @@ def test_loading_the_corpus_never_calls_an_evaluator(monkeypatch):
     assert all(result == ("SpecError" if spec in CORPUS else "ok") for spec, (_, result) in zip(specs, outcomes))
 
 
+# --- formulas: gaps found in review, each must fail fast ----------------------------------------------
+
+SHORT_BUT_HUGE = ["1e99999999*x", "x + 1e-99999999", "1.5e+999999999*x", "x*0.1e-99999999", "1e308*x",
+                  "1" + "0" * 400 + "*x"]
+
+
+@pytest.mark.parametrize("text", SHORT_BUT_HUGE)
+def test_short_literals_for_huge_numbers_fail_fast(text):
+    """A ten-character literal can stand for a number with 10**8 digits: it is judged by its exponent."""
+    from derive.formula import parse_formula
+    start = time.monotonic()
+    with pytest.raises(SpecError, match="beyond|too small"):
+        parse_formula(text, "net.toml", "layers[1].formula")
+    assert time.monotonic() - start < 0.5
+
+
 # --- formulas that parse but are costly to differentiate: bounded ------------------------------------
 
 def test_derivation_is_bounded_in_time(monkeypatch):
