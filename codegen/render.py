@@ -26,11 +26,12 @@ _env = jinja2.Environment(
 
 @dataclass
 class Step:
-    """One line of generated code: `target = code`, with an optional comment above it."""
+    """One line of generated code: `target op code` (op "=" or an in-place "*="), with an optional comment above it."""
 
     target: str
     code: str
     comment: str = ""
+    op: str = "="
 
 
 class _Printer:
@@ -58,6 +59,11 @@ def _carries_array(expr: sp.Expr) -> bool:
     return any(_carries_array(a) for a in expr.args)
 
 
+def _is_mask(expr: sp.Expr) -> bool:
+    """Whether expr prints as a boolean array (relu' = (z > 0)): multiplying by it keeps the dtype."""
+    return isinstance(expr, (sp.Heaviside, sp.core.relational.Relational))
+
+
 def shared_work(l: int, f: sp.Expr, factor: sp.Expr) -> tuple[list, sp.Expr, sp.Expr]:
     """Share the work of f and f' (both in x) with sp.cse: temporaries t{l}_0, t{l}_1 ... live in the cache.
 
@@ -82,13 +88,16 @@ def shared_work(l: int, f: sp.Expr, factor: sp.Expr) -> tuple[list, sp.Expr, sp.
 def _forward_steps(layer: LayerDerivation, pr: _Printer, is_output: bool) -> list[Step]:
     l = layer.index
     z, a = naming.pre(l), naming.act(l)
+    # z = a_prev @ W.T + b, the bias added in place: one array, no temporary.
+    steps = [Step(z, f"{naming.act(l - 1)}.dot(params[\"{naming.weight(l)}\"].T)"),
+             Step(z, f"params[\"{naming.bias(l)}\"]", op="+=")]
     if layer.vector:
-        return [Step("shifted", f"{z} - {z}.max(axis=1, keepdims=True)", "softmax, through a stable log-softmax"),
-                Step("logp" if is_output else f"logp{l}",
-                     "shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))"),
-                Step(a, f"np.exp({'logp' if is_output else f'logp{l}'})")]
+        logp = "logp" if is_output else f"logp{l}"
+        return steps + [Step(logp, f"{z} - {z}.max(axis=1, keepdims=True)", "softmax, through a stable log-softmax"),
+                        Step(logp, f"np.log(np.exp({logp}).sum(axis=1, keepdims=True))", op="-="),
+                        Step(a, f"np.exp({logp})")]
     shared, forward, _ = shared_work(l, layer.forward, layer.factor)
-    steps = [Step(str(t), pr(e, l)) for t, e in shared]
+    steps += [Step(str(t), pr(e, l)) for t, e in shared]
     code = pr(forward, l)
     if not _carries_array(forward):
         code = f"({code}).astype({z}.dtype)"
@@ -104,50 +113,80 @@ def _delta_code(expr: sp.Expr, pr: _Printer, l: int, like: str) -> str:
     return code if _carries_array(expr) else f"({code}) * np.ones_like({like})"
 
 
+def _scaled(target: str, expr: sp.Expr, code: str, comment: str) -> list[Step]:
+    """target = code * scale; in place when code makes a new array (scale: 1/n, or lr/n in sgd_step)."""
+    if isinstance(sp.piecewise_fold(expr), sp.Symbol):   # a bare name: never scale the caller's array in place
+        return [Step(target, f"{code} * scale", comment)]
+    return [Step(target, code, comment), Step(target, "scale", op="*=")]
+
+
 def _backward_steps(d: Derivation, pr: _Printer) -> list[Step]:
+    """delta_L scaled by `scale` (backprop is linear in it: every gradient comes out scaled), then per layer
+    dW, db and the delta below."""
     L = d.depth
     out = d.output
-    steps = []
+    steps = [Step("n", "len(x)"),
+             Step("ones", "np.ones(n, x.dtype) if n > 1 else None",
+                  "bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)")]
     a_L = naming.act(L)
     if out.kind == "jvp":
         steps.append(Step("g", pr(out.dloss_da, L), "dL/da (per element), then the softmax Jacobian-vector product"))
-        steps.append(Step(naming.delta(L), f"{a_L} * (g - (g * {a_L}).sum(axis=1, keepdims=True)) / n"))
+        steps += _scaled(naming.delta(L), G * A, f"{a_L} * (g - (g * {a_L}).sum(axis=1, keepdims=True))", "")
     else:
         how = "fused: derived and simplified by SymPy" if out.kind == "fused" else "dL/da * f'(z)"
         if out.condition is not None:
             how += ", using sum(y) = 1"
         code = _delta_code(out.expr, pr, L, a_L)
-        steps.append(Step(naming.delta(L), f"({code}) / n", f"dL/d{naming.pre(L)} = {pr(out.expr, L)} ({how})"))
+        steps += _scaled(naming.delta(L), out.expr, code, f"dL/d{naming.pre(L)} = {pr(out.expr, L)} ({how})")
     for layer in reversed(d.layers):
         l = layer.index
         if l < L:
-            upstream = f"{naming.delta(l + 1)} @ params[\"{naming.weight(l + 1)}\"]"
+            upstream = f"{naming.delta(l + 1)}.dot(params[\"{naming.weight(l + 1)}\"])"
             a = naming.act(l)
+            delta = naming.delta(l)
             if layer.vector:
                 steps.append(Step("g", upstream, f"dL/d{a}, then the softmax Jacobian-vector product"))
-                steps.append(Step(naming.delta(l), f"{a} * (g - (g * {a}).sum(axis=1, keepdims=True))"))
+                steps.append(Step(delta, f"{a} * (g - (g * {a}).sum(axis=1, keepdims=True))"))
             else:
                 _, _, factor = shared_work(l, layer.forward, layer.factor)
                 expr = sp.piecewise_fold(G * factor)
                 comment = (f"dL/d{naming.pre(l)} = ({naming.delta(l + 1)} @ W{l + 1}) * {layer.activation}', "
                            f"{layer.activation}' = {pr(factor, l)}")
                 if expr == 0:
-                    steps.append(Step(naming.delta(l), f"np.zeros_like({naming.pre(l)})", comment + " (not trainable)"))
+                    steps.append(Step(delta, f"np.zeros_like({naming.pre(l)})", comment + " (not trainable)"))
+                elif expr == G:
+                    steps.append(Step(delta, upstream, comment))
+                elif not isinstance(expr, sp.Piecewise) and (_carries_array(factor) or _is_mask(factor)):
+                    # The product is a new array: multiply by f' in place.
+                    steps += [Step(delta, upstream, comment), Step(delta, pr(factor, l), op="*=")]
                 elif sum(1 for e in sp.preorder_traversal(expr) if e == G) == 1:
                     # Used once: the matrix product goes inline.
-                    steps.append(Step(naming.delta(l), pr(expr, l, g=f"({upstream})"), comment))
+                    steps.append(Step(delta, pr(expr, l, g=f"({upstream})"), comment))
                 else:
                     steps.append(Step("g", upstream, comment))
-                    steps.append(Step(naming.delta(l), pr(expr, l)))
+                    steps.append(Step(delta, pr(expr, l)))
         prev = naming.act(l - 1)
-        steps.append(Step(naming.grad(naming.weight(l)), f"{naming.delta(l)}.T @ {prev}"))
-        steps.append(Step(naming.grad(naming.bias(l)), f"{naming.delta(l)}.sum(axis=0)"))
+        d = naming.delta(l)
+        steps.append(Step(naming.grad(naming.weight(l)), f"{d}.T.dot({prev})"))
+        steps.append(Step(naming.grad(naming.bias(l)), f"ones.dot({d}) if n > 1 else {d}[0]"))
     return steps
 
 
-def _loss_code(d: Derivation, pr: _Printer) -> str:
-    out = d.output
-    return _delta_code(out.loss_expr, pr, d.depth, naming.act(d.depth))
+def _loss_code(d: Derivation, pr: _Printer) -> tuple[str, str]:
+    """(coefficient, per-element code): the loss is coefficient * sum(code) / n, the constant factor
+    taken out of the sum (one pass less over the array)."""
+    expr = d.output.loss_expr
+    coeff, rest = sp.sympify(expr).as_coeff_Mul()
+    if rest.is_number or not _carries_array(rest):
+        coeff, rest = sp.S.One, expr
+    code = _delta_code(rest, pr, d.depth, naming.act(d.depth))
+    if coeff == 1:
+        return "", code
+    return ("-" if coeff == -1 else f"{pr(coeff, d.depth)} * "), code
+
+
+def _names(code: str, candidates: list[str]) -> list[str]:
+    return [c for c in candidates if _mentions(code, c)]
 
 
 def module_context(d: Derivation, source: str) -> dict:
@@ -155,29 +194,32 @@ def module_context(d: Derivation, source: str) -> dict:
     pr = _Printer()
     forward = []
     for layer in d.layers:
-        l = layer.index
-        forward.append(Step(naming.pre(l), f"{naming.act(l - 1)} @ params[\"{naming.weight(l)}\"].T "
-                                          f"+ params[\"{naming.bias(l)}\"]"))
-        forward.extend(_forward_steps(layer, pr, l == d.depth))
+        forward.extend(_forward_steps(layer, pr, layer.index == d.depth))
     backward = _backward_steps(d, pr)
-    loss_code = _loss_code(d, pr)
-    cache = ["x"] + [s.target for s in forward if s.target != "shifted"]
-    used = " ".join(s.code for s in backward)
-    backward_needs = [c for c in cache if _mentions(used, c) and c != naming.act(d.depth)]
-    loss_needs = [c for c in cache if _mentions(loss_code, c) and c != naming.act(d.depth)]
+    loss_coeff, loss_code = _loss_code(d, pr)
     L = d.depth
+    output = naming.act(L)
+    values = list(dict.fromkeys(s.target for s in forward))      # every array forward makes, in order
+    used = " ".join(s.code for s in backward)
+    backward_needs = _names(used, ["x"] + values)
+    loss_needs = _names(loss_code, values)
+    # What _forward hands on: the values backward or the loss read, and the output last.
+    saved = [v for v in values if v != output and (v in backward_needs or v in loss_needs)] + [output]
     init = []
     for l, layer in enumerate(net.layers, start=1):
         gain = 2 if layer.activation in HE_INIT else 1
         init.append((naming.weight(l), net.sizes[l], net.sizes[l - 1], gain))
+    grads = [(p, naming.grad(p)) for p in net.param_shapes()]
     return dict(
         header=f"{HEADER} from {source} (sha256 {content_hash(net)}). DO NOT EDIT.",
         name=net.name, describe=net.describe(), n_in=net.inputs, n_out=net.sizes[-1],
-        shapes=net.param_shapes(), init=init, forward=forward, backward=backward,
-        cache=cache, backward_needs=backward_needs, loss_needs=loss_needs, output=naming.act(L), loss_code=loss_code,
+        shapes=net.param_shapes(), init=init, forward=forward, backward=backward, saved=saved,
+        backward_args=[v for v in ["x"] + saved if v in backward_needs],
+        loss_args=[v for v in saved if v in loss_needs],
+        output=output, loss_coeff=loss_coeff, loss_code=loss_code,
         loss_name=net.loss, target=d.loss.target, loss_title=d.loss.title,
         helpers=[HELPERS[h] for h in sorted(pr.np.helpers)], uses_math="_erf" in pr.np.helpers,
-        grads=[(p, naming.grad(p)) for p in net.param_shapes()],
+        grads=grads, grad_names=", ".join(g for _, g in grads),
     )
 
 

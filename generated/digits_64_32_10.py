@@ -22,9 +22,12 @@ def init_params(seed=0, dtype=np.float64):
 
 
 def _inputs(params, x):
-    x = np.asarray(x, dtype=params["W1"].dtype)
-    if x.ndim != 2 or x.shape[1] != 64:
-        raise ValueError(f"x must have shape (batch, 64), got {x.shape}")
+    """x as an array in the parameters' dtype, checked to be (batch, 64)."""
+    dtype = params["W1"].dtype
+    if type(x) is not np.ndarray or x.dtype != dtype:
+        x = np.asarray(x, dtype=dtype)
+    if x.ndim != 2 or x.shape[1] != 64 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (batch, 64) with batch >= 1, got {x.shape}")
     return x
 
 
@@ -40,22 +43,57 @@ def _targets(y, y_hat):
     return one_hot
 
 
+def _forward(params, x):
+    """The forward pass; returns the values backward and the loss read, y_hat last.
+
+    a.dot(b) is the BLAS product a @ b with less call overhead, which small networks notice.
+    """
+    z1 = x.dot(params["W1"].T)
+    z1 += params["b1"]
+    # tanh
+    a1 = np.tanh(z1)
+    z2 = a1.dot(params["W2"].T)
+    z2 += params["b2"]
+    # softmax, through a stable log-softmax
+    logp = z2 - z2.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    a2 = np.exp(logp)
+    return a1, logp, a2
+
+
+def _loss(y, logp):
+    """The batch mean of the per-example sparse categorical cross-entropy, as a Python float."""
+    return -float((logp*y).sum()) / y.shape[0]
+
+
+def _backward(params, y, scale, x, a1, a2):
+    """scale * dL/dp for every parameter p (scale = 1/n; sgd_step passes lr/n).
+
+    Writes only into arrays it makes.
+    """
+    n = len(x)
+    # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
+    ones = np.ones(n, x.dtype) if n > 1 else None
+    # dL/dz2 = a2 - y (fused: derived and simplified by SymPy, using sum(y) = 1)
+    delta2 = a2 - y
+    delta2 *= scale
+    dW2 = delta2.T.dot(a1)
+    db2 = ones.dot(delta2) if n > 1 else delta2[0]
+    # dL/dz1 = (delta2 @ W2) * tanh', tanh' = 1 - a1**2
+    delta1 = delta2.dot(params["W2"])
+    delta1 *= 1 - a1**2
+    dW1 = delta1.T.dot(x)
+    db1 = ones.dot(delta1) if n > 1 else delta1[0]
+    return dW1, db1, dW2, db2
+
+
 def forward(params, x):
     """Return y_hat (batch, 10) and the values backward needs."""
     x = _inputs(params, x)
-    z1 = x @ params["W1"].T + params["b1"]
-    # tanh
-    a1 = np.tanh(z1)
-    z2 = a1 @ params["W2"].T + params["b2"]
-    # softmax, through a stable log-softmax
-    shifted = z2 - z2.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    a2 = np.exp(logp)
+    a1, logp, a2 = _forward(params, x)
     return a2, {
         "x": x,
-        "z1": z1,
         "a1": a1,
-        "z2": z2,
         "logp": logp,
         "a2": a2,
     }
@@ -63,20 +101,8 @@ def forward(params, x):
 
 def backward(params, cache, y):
     """Return dL/dp for every parameter p; L is the batch mean of the sparse categorical cross-entropy (sparse_cce)."""
-    x = cache["x"]
-    a1 = cache["a1"]
-    logp = cache["logp"]
-    a2 = cache["a2"]
-    y = _targets(y, a2)
-    n = a2.shape[0]
-    # dL/dz2 = a2 - y (fused: derived and simplified by SymPy, using sum(y) = 1)
-    delta2 = (a2 - y) / n
-    dW2 = delta2.T @ a1
-    db2 = delta2.sum(axis=0)
-    # dL/dz1 = (delta2 @ W2) * tanh', tanh' = 1 - a1**2
-    delta1 = (delta2 @ params["W2"])*(1 - a1**2)
-    dW1 = delta1.T @ x
-    db1 = delta1.sum(axis=0)
+    y = _targets(y, cache["a2"])
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"], cache["a2"])
     return {
         "W1": dW1,
         "b1": db1,
@@ -85,24 +111,43 @@ def backward(params, cache, y):
     }
 
 
-def _loss(cache, y):
-    a2 = cache["a2"]
-    logp = cache["logp"]
-    y = _targets(y, a2)
-    return float(np.sum(-logp*y) / a2.shape[0])
-
-
 def loss(params, x, y):
     """The batch mean of the per-example sparse categorical cross-entropy."""
-    return _loss(forward(params, x)[1], y)
+    a1, logp, a2 = _forward(params, _inputs(params, x))
+    return _loss(_targets(y, a2), logp)
 
 
 def loss_and_grad(params, x, y):
     """The loss and the gradient of every parameter, from one forward pass."""
-    y_hat, cache = forward(params, x)
-    return _loss(cache, y), backward(params, cache, y)
+    x = _inputs(params, x)
+    a1, logp, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], x, a1, a2)
+    return _loss(y, logp), {
+        "W1": dW1,
+        "b1": db1,
+        "W2": dW2,
+        "b2": db2,
+    }
+
+
+def sgd_step(params, x, y, lr):
+    """One step of plain SGD on the batch, IN PLACE: params[p] -= lr * dL/dp for every p.
+
+    Returns the loss before the step. The same as loss_and_grad followed by the update, with
+    lr folded into the output delta (backprop is linear in it) and no gradient arrays kept.
+    """
+    x = _inputs(params, x)
+    a1, logp, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, lr / y.shape[0], x, a1, a2)
+    params["W1"] -= dW1
+    params["b1"] -= db1
+    params["W2"] -= dW2
+    params["b2"] -= db2
+    return _loss(y, logp)
 
 
 def predict(params, x):
     """The network's output y_hat (batch, 10)."""
-    return forward(params, x)[0]
+    return _forward(params, _inputs(params, x))[-1]

@@ -23,15 +23,19 @@ def init_params(seed=0, dtype=np.float64):
 
 
 def _inputs(params, x):
-    x = np.asarray(x, dtype=params["W1"].dtype)
-    if x.ndim != 2 or x.shape[1] != 3:
-        raise ValueError(f"x must have shape (batch, 3), got {x.shape}")
+    """x as an array in the parameters' dtype, checked to be (batch, 3)."""
+    dtype = params["W1"].dtype
+    if type(x) is not np.ndarray or x.dtype != dtype:
+        x = np.asarray(x, dtype=dtype)
+    if x.ndim != 2 or x.shape[1] != 3 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (batch, 3) with batch >= 1, got {x.shape}")
     return x
 
 
 def _targets(y, y_hat):
     """Targets of shape (batch, 1) in y_hat's dtype."""
-    y = np.asarray(y, dtype=y_hat.dtype)
+    if type(y) is not np.ndarray or y.dtype != y_hat.dtype:
+        y = np.asarray(y, dtype=y_hat.dtype)
     if y.ndim == 1:
         y = y[:, None]
     if y.shape != y_hat.shape:
@@ -39,12 +43,43 @@ def _targets(y, y_hat):
     return y
 
 
+def _forward(params, x):
+    """The forward pass; returns the values backward and the loss read, y_hat last.
+
+    a.dot(b) is the BLAS product a @ b with less call overhead, which small networks notice.
+    """
+    z1 = x.dot(params["W1"].T)
+    z1 += params["b1"]
+    # sigmoid
+    a1 = _sigmoid(z1)
+    return z1, a1
+
+
+def _loss(y, z1):
+    """The batch mean of the per-example binary cross-entropy, as a Python float."""
+    return float((-y*z1 + np.logaddexp(0, z1)).sum()) / y.shape[0]
+
+
+def _backward(params, y, scale, x, a1):
+    """scale * dL/dp for every parameter p (scale = 1/n; sgd_step passes lr/n).
+
+    Writes only into arrays it makes.
+    """
+    n = len(x)
+    # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
+    ones = np.ones(n, x.dtype) if n > 1 else None
+    # dL/dz1 = a1 - y (fused: derived and simplified by SymPy)
+    delta1 = a1 - y
+    delta1 *= scale
+    dW1 = delta1.T.dot(x)
+    db1 = ones.dot(delta1) if n > 1 else delta1[0]
+    return dW1, db1
+
+
 def forward(params, x):
     """Return y_hat (batch, 1) and the values backward needs."""
     x = _inputs(params, x)
-    z1 = x @ params["W1"].T + params["b1"]
-    # sigmoid
-    a1 = _sigmoid(z1)
+    z1, a1 = _forward(params, x)
     return a1, {
         "x": x,
         "z1": z1,
@@ -54,39 +89,47 @@ def forward(params, x):
 
 def backward(params, cache, y):
     """Return dL/dp for every parameter p; L is the batch mean of the binary cross-entropy (bce)."""
-    x = cache["x"]
-    z1 = cache["z1"]
-    a1 = cache["a1"]
-    y = _targets(y, a1)
-    n = a1.shape[0]
-    # dL/dz1 = a1 - y (fused: derived and simplified by SymPy)
-    delta1 = (a1 - y) / n
-    dW1 = delta1.T @ x
-    db1 = delta1.sum(axis=0)
+    y = _targets(y, cache["a1"])
+    dW1, db1 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"])
     return {
         "W1": dW1,
         "b1": db1,
     }
 
 
-def _loss(cache, y):
-    a1 = cache["a1"]
-    z1 = cache["z1"]
-    y = _targets(y, a1)
-    return float(np.sum(-y*z1 + np.logaddexp(0, z1)) / a1.shape[0])
-
-
 def loss(params, x, y):
     """The batch mean of the per-example binary cross-entropy."""
-    return _loss(forward(params, x)[1], y)
+    z1, a1 = _forward(params, _inputs(params, x))
+    return _loss(_targets(y, a1), z1)
 
 
 def loss_and_grad(params, x, y):
     """The loss and the gradient of every parameter, from one forward pass."""
-    y_hat, cache = forward(params, x)
-    return _loss(cache, y), backward(params, cache, y)
+    x = _inputs(params, x)
+    z1, a1 = _forward(params, x)
+    y = _targets(y, a1)
+    dW1, db1 = _backward(params, y, 1 / y.shape[0], x, a1)
+    return _loss(y, z1), {
+        "W1": dW1,
+        "b1": db1,
+    }
+
+
+def sgd_step(params, x, y, lr):
+    """One step of plain SGD on the batch, IN PLACE: params[p] -= lr * dL/dp for every p.
+
+    Returns the loss before the step. The same as loss_and_grad followed by the update, with
+    lr folded into the output delta (backprop is linear in it) and no gradient arrays kept.
+    """
+    x = _inputs(params, x)
+    z1, a1 = _forward(params, x)
+    y = _targets(y, a1)
+    dW1, db1 = _backward(params, y, lr / y.shape[0], x, a1)
+    params["W1"] -= dW1
+    params["b1"] -= db1
+    return _loss(y, z1)
 
 
 def predict(params, x):
     """The network's output y_hat (batch, 1)."""
-    return forward(params, x)[0]
+    return _forward(params, _inputs(params, x))[-1]

@@ -10,6 +10,11 @@ PARAM_SHAPES = {
 }
 
 
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow: exp(-log(1 + exp(-z)))."""
+    return np.exp(-np.logaddexp(0, -z))
+
+
 def init_params(seed=0, dtype=np.float64):
     """Normal weights scaled by fan-in (He for rectifiers, LeCun otherwise) and zero biases."""
     rng = np.random.default_rng(seed)
@@ -22,66 +27,86 @@ def init_params(seed=0, dtype=np.float64):
 
 
 def _inputs(params, x):
-    x = np.asarray(x, dtype=params["W1"].dtype)
-    if x.ndim != 2 or x.shape[1] != 3:
-        raise ValueError(f"x must have shape (batch, 3), got {x.shape}")
+    """x as an array in the parameters' dtype, checked to be (batch, 3)."""
+    dtype = params["W1"].dtype
+    if type(x) is not np.ndarray or x.dtype != dtype:
+        x = np.asarray(x, dtype=dtype)
+    if x.ndim != 2 or x.shape[1] != 3 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (batch, 3) with batch >= 1, got {x.shape}")
     return x
 
 
 def _targets(y, y_hat):
     """Targets of shape (batch, 2) in y_hat's dtype."""
-    y = np.asarray(y, dtype=y_hat.dtype)
+    if type(y) is not np.ndarray or y.dtype != y_hat.dtype:
+        y = np.asarray(y, dtype=y_hat.dtype)
     if y.shape != y_hat.shape:
         raise ValueError(f"y must have shape {y_hat.shape}, got {y.shape}")
     return y
 
 
-def forward(params, x):
-    """Return y_hat (batch, 2) and the values backward needs."""
-    x = _inputs(params, x)
-    z1 = x @ params["W1"].T + params["b1"]
-    t1_0 = np.exp(z1)
-    t1_1 = t1_0 + 1
-    t1_2 = np.tanh(np.log(t1_1))
+def _forward(params, x):
+    """The forward pass; returns the values backward and the loss read, y_hat last.
+
+    a.dot(b) is the BLAS product a @ b with less call overhead, which small networks notice.
+    """
+    z1 = x.dot(params["W1"].T)
+    z1 += params["b1"]
+    t1_0 = np.tanh(np.logaddexp(0, z1))
     # mish
-    a1 = t1_2*z1
-    z2 = a1 @ params["W2"].T + params["b2"]
+    a1 = t1_0*z1
+    z2 = a1.dot(params["W2"].T)
+    z2 += params["b2"]
     t2_0 = z2 > 0
     # leaky_relu
     a2 = np.where(t2_0, z2, 0.1*z2)
+    return z1, t1_0, a1, z2, a2
+
+
+def _loss(y, a2):
+    """The batch mean of the per-example mean squared error, as a Python float."""
+    return 0.5 * float(((a2 - y)**2).sum()) / y.shape[0]
+
+
+def _backward(params, y, scale, x, z1, t1_0, a1, z2, a2):
+    """scale * dL/dp for every parameter p (scale = 1/n; sgd_step passes lr/n).
+
+    Writes only into arrays it makes.
+    """
+    n = len(x)
+    # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
+    ones = np.ones(n, x.dtype) if n > 1 else None
+    # dL/dz2 = (a2 - y)*np.where(z2 > 0, 1, 0.1) (dL/da * f'(z))
+    delta2 = np.where(z2 > 0, a2 - y, 0.1*a2 - 0.1*y)
+    delta2 *= scale
+    dW2 = delta2.T.dot(a1)
+    db2 = ones.dot(delta2) if n > 1 else delta2[0]
+    # dL/dz1 = (delta2 @ W2) * mish', mish' = t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
+    delta1 = delta2.dot(params["W2"])
+    delta1 *= t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
+    dW1 = delta1.T.dot(x)
+    db1 = ones.dot(delta1) if n > 1 else delta1[0]
+    return dW1, db1, dW2, db2
+
+
+def forward(params, x):
+    """Return y_hat (batch, 2) and the values backward needs."""
+    x = _inputs(params, x)
+    z1, t1_0, a1, z2, a2 = _forward(params, x)
     return a2, {
         "x": x,
         "z1": z1,
         "t1_0": t1_0,
-        "t1_1": t1_1,
-        "t1_2": t1_2,
         "a1": a1,
         "z2": z2,
-        "t2_0": t2_0,
         "a2": a2,
     }
 
 
 def backward(params, cache, y):
     """Return dL/dp for every parameter p; L is the batch mean of the mean squared error (mse)."""
-    x = cache["x"]
-    z1 = cache["z1"]
-    t1_0 = cache["t1_0"]
-    t1_1 = cache["t1_1"]
-    t1_2 = cache["t1_2"]
-    a1 = cache["a1"]
-    z2 = cache["z2"]
-    a2 = cache["a2"]
-    y = _targets(y, a2)
-    n = a2.shape[0]
-    # dL/dz2 = (a2 - y)*np.where(z2 > 0, 1, 0.1) (dL/da * f'(z))
-    delta2 = (np.where(z2 > 0, a2 - y, 0.1*a2 - 0.1*y)) / n
-    dW2 = delta2.T @ a1
-    db2 = delta2.sum(axis=0)
-    # dL/dz1 = (delta2 @ W2) * mish', mish' = -t1_0*z1*(t1_2**2 - 1)/t1_1 + t1_2
-    delta1 = (delta2 @ params["W2"])*(-t1_0*z1*(t1_2**2 - 1)/t1_1 + t1_2)
-    dW1 = delta1.T @ x
-    db1 = delta1.sum(axis=0)
+    y = _targets(y, cache["a2"])
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["t1_0"], cache["a1"], cache["z2"], cache["a2"])
     return {
         "W1": dW1,
         "b1": db1,
@@ -90,23 +115,43 @@ def backward(params, cache, y):
     }
 
 
-def _loss(cache, y):
-    a2 = cache["a2"]
-    y = _targets(y, a2)
-    return float(np.sum(0.5*(a2 - y)**2) / a2.shape[0])
-
-
 def loss(params, x, y):
     """The batch mean of the per-example mean squared error."""
-    return _loss(forward(params, x)[1], y)
+    z1, t1_0, a1, z2, a2 = _forward(params, _inputs(params, x))
+    return _loss(_targets(y, a2), a2)
 
 
 def loss_and_grad(params, x, y):
     """The loss and the gradient of every parameter, from one forward pass."""
-    y_hat, cache = forward(params, x)
-    return _loss(cache, y), backward(params, cache, y)
+    x = _inputs(params, x)
+    z1, t1_0, a1, z2, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], x, z1, t1_0, a1, z2, a2)
+    return _loss(y, a2), {
+        "W1": dW1,
+        "b1": db1,
+        "W2": dW2,
+        "b2": db2,
+    }
+
+
+def sgd_step(params, x, y, lr):
+    """One step of plain SGD on the batch, IN PLACE: params[p] -= lr * dL/dp for every p.
+
+    Returns the loss before the step. The same as loss_and_grad followed by the update, with
+    lr folded into the output delta (backprop is linear in it) and no gradient arrays kept.
+    """
+    x = _inputs(params, x)
+    z1, t1_0, a1, z2, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, lr / y.shape[0], x, z1, t1_0, a1, z2, a2)
+    params["W1"] -= dW1
+    params["b1"] -= db1
+    params["W2"] -= dW2
+    params["b2"] -= db2
+    return _loss(y, a2)
 
 
 def predict(params, x):
     """The network's output y_hat (batch, 2)."""
-    return forward(params, x)[0]
+    return _forward(params, _inputs(params, x))[-1]

@@ -27,54 +27,82 @@ def init_params(seed=0, dtype=np.float64):
 
 
 def _inputs(params, x):
-    x = np.asarray(x, dtype=params["W1"].dtype)
-    if x.ndim != 2 or x.shape[1] != 4:
-        raise ValueError(f"x must have shape (batch, 4), got {x.shape}")
+    """x as an array in the parameters' dtype, checked to be (batch, 4)."""
+    dtype = params["W1"].dtype
+    if type(x) is not np.ndarray or x.dtype != dtype:
+        x = np.asarray(x, dtype=dtype)
+    if x.ndim != 2 or x.shape[1] != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (batch, 4) with batch >= 1, got {x.shape}")
     return x
 
 
 def _targets(y, y_hat):
     """Targets of shape (batch, 3) in y_hat's dtype."""
-    y = np.asarray(y, dtype=y_hat.dtype)
+    if type(y) is not np.ndarray or y.dtype != y_hat.dtype:
+        y = np.asarray(y, dtype=y_hat.dtype)
     if y.shape != y_hat.shape:
         raise ValueError(f"y must have shape {y_hat.shape}, got {y.shape}")
     return y
 
 
+def _forward(params, x):
+    """The forward pass; returns the values backward and the loss read, y_hat last.
+
+    a.dot(b) is the BLAS product a @ b with less call overhead, which small networks notice.
+    """
+    z1 = x.dot(params["W1"].T)
+    z1 += params["b1"]
+    # relu
+    a1 = np.maximum(z1, 0)
+    z2 = a1.dot(params["W2"].T)
+    z2 += params["b2"]
+    # sigmoid
+    a2 = _sigmoid(z2)
+    return z1, a1, a2
+
+
+def _loss(y, a2):
+    """The batch mean of the per-example mean squared error, as a Python float."""
+    return 0.5 * float(((a2 - y)**2).sum()) / y.shape[0]
+
+
+def _backward(params, y, scale, x, z1, a1, a2):
+    """scale * dL/dp for every parameter p (scale = 1/n; sgd_step passes lr/n).
+
+    Writes only into arrays it makes.
+    """
+    n = len(x)
+    # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
+    ones = np.ones(n, x.dtype) if n > 1 else None
+    # dL/dz2 = a2*(1 - a2)*(a2 - y) (dL/da * f'(z))
+    delta2 = a2*(1 - a2)*(a2 - y)
+    delta2 *= scale
+    dW2 = delta2.T.dot(a1)
+    db2 = ones.dot(delta2) if n > 1 else delta2[0]
+    # dL/dz1 = (delta2 @ W2) * relu', relu' = (z1 > 0)
+    delta1 = delta2.dot(params["W2"])
+    delta1 *= (z1 > 0)
+    dW1 = delta1.T.dot(x)
+    db1 = ones.dot(delta1) if n > 1 else delta1[0]
+    return dW1, db1, dW2, db2
+
+
 def forward(params, x):
     """Return y_hat (batch, 3) and the values backward needs."""
     x = _inputs(params, x)
-    z1 = x @ params["W1"].T + params["b1"]
-    # relu
-    a1 = np.maximum(z1, 0)
-    z2 = a1 @ params["W2"].T + params["b2"]
-    # sigmoid
-    a2 = _sigmoid(z2)
+    z1, a1, a2 = _forward(params, x)
     return a2, {
         "x": x,
         "z1": z1,
         "a1": a1,
-        "z2": z2,
         "a2": a2,
     }
 
 
 def backward(params, cache, y):
     """Return dL/dp for every parameter p; L is the batch mean of the mean squared error (mse)."""
-    x = cache["x"]
-    z1 = cache["z1"]
-    a1 = cache["a1"]
-    a2 = cache["a2"]
-    y = _targets(y, a2)
-    n = a2.shape[0]
-    # dL/dz2 = a2*(1 - a2)*(a2 - y) (dL/da * f'(z))
-    delta2 = (a2*(1 - a2)*(a2 - y)) / n
-    dW2 = delta2.T @ a1
-    db2 = delta2.sum(axis=0)
-    # dL/dz1 = (delta2 @ W2) * relu', relu' = (z1 > 0)
-    delta1 = (delta2 @ params["W2"])*(z1 > 0)
-    dW1 = delta1.T @ x
-    db1 = delta1.sum(axis=0)
+    y = _targets(y, cache["a2"])
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["a1"], cache["a2"])
     return {
         "W1": dW1,
         "b1": db1,
@@ -83,23 +111,43 @@ def backward(params, cache, y):
     }
 
 
-def _loss(cache, y):
-    a2 = cache["a2"]
-    y = _targets(y, a2)
-    return float(np.sum(0.5*(a2 - y)**2) / a2.shape[0])
-
-
 def loss(params, x, y):
     """The batch mean of the per-example mean squared error."""
-    return _loss(forward(params, x)[1], y)
+    z1, a1, a2 = _forward(params, _inputs(params, x))
+    return _loss(_targets(y, a2), a2)
 
 
 def loss_and_grad(params, x, y):
     """The loss and the gradient of every parameter, from one forward pass."""
-    y_hat, cache = forward(params, x)
-    return _loss(cache, y), backward(params, cache, y)
+    x = _inputs(params, x)
+    z1, a1, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], x, z1, a1, a2)
+    return _loss(y, a2), {
+        "W1": dW1,
+        "b1": db1,
+        "W2": dW2,
+        "b2": db2,
+    }
+
+
+def sgd_step(params, x, y, lr):
+    """One step of plain SGD on the batch, IN PLACE: params[p] -= lr * dL/dp for every p.
+
+    Returns the loss before the step. The same as loss_and_grad followed by the update, with
+    lr folded into the output delta (backprop is linear in it) and no gradient arrays kept.
+    """
+    x = _inputs(params, x)
+    z1, a1, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, lr / y.shape[0], x, z1, a1, a2)
+    params["W1"] -= dW1
+    params["b1"] -= db1
+    params["W2"] -= dW2
+    params["b2"] -= db2
+    return _loss(y, a2)
 
 
 def predict(params, x):
     """The network's output y_hat (batch, 3)."""
-    return forward(params, x)[0]
+    return _forward(params, _inputs(params, x))[-1]
