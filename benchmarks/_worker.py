@@ -3,7 +3,8 @@
     python benchmarks/_worker.py RUNTIME NET BATCH DTYPE REPEATS [--min-time S]
 
 RUNTIME is one of RUNTIMES. Runs REPEATS timed steps, more until --min-time
-seconds have passed. Prints one JSON object: per-step times in ns, a probe of
+seconds have passed. Prints one JSON object: per-step wall times in ns, CPU time
+per step (process time over blocks of 8 steps), a probe of
 the first step (loss, norm of the parameter update) for cross-checking the
 runtimes against each other, or {"skip": reason} when the runtime is missing.
 Each runtime runs in its own process: NumPy and PyTorch in one process slow
@@ -120,18 +121,26 @@ def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir):
     while time.perf_counter() < t_end:
         step()
 
-    times = []
+    times, cpu_times = [], []
     gc.disable()
     t_end = time.perf_counter() + min_time
-    clock = time.perf_counter_ns
+    clock, cpu = time.perf_counter_ns, time.process_time_ns
+    c0 = cpu()
     for i in range(200_000):
         t0 = clock()
         loss = step()
         times.append(clock() - t0)
-        if i + 1 >= repeats and (i & 7 == 7) and time.perf_counter() >= t_end:
-            break
+        if i & 7 == 7:
+            # CPU time of the process (every thread) per step, over blocks of 8 steps: unlike the
+            # wall clock it does not count the time other processes hold the core.
+            c1 = cpu()
+            cpu_times.append((c1 - c0) / 8)
+            c0 = c1
+            if i + 1 >= repeats and time.perf_counter() >= t_end:
+                break
     gc.enable()
     result["times_ns"] = times
+    result["cpu_ns"] = cpu_times
     result["final_loss"] = None if loss is None else float(loss)
     return result
 

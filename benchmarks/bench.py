@@ -91,8 +91,9 @@ def measure_all(cfg, env, generated_dir, log):
                     for rt in active[k:] + active[:k]:  # rotate the order each round
                         out = run_worker(rt, net, batch, dtype, cfg, env, generated_dir)
                         if "times_ns" in out:
-                            agg = res.setdefault(rt, {**out, "rounds": []})
+                            agg = res.setdefault(rt, {**out, "rounds": [], "cpu_rounds": []})
                             agg["rounds"].append(out["times_ns"])
+                            agg["cpu_rounds"].append(out.get("cpu_ns") or [])
                         else:
                             res[rt] = out
                     active = [rt for rt in active if "rounds" in res.get(rt, {})]
@@ -101,7 +102,7 @@ def measure_all(cfg, env, generated_dir, log):
 
 
 def summarise(res):
-    """Add median/min/max (µs) over the pooled rounds and the medians of each round."""
+    """Add median/min/max (µs) over the pooled rounds, the medians of each round and the CPU-time median."""
     for out in res.values():
         if "rounds" in out:
             pooled = [t for rnd in out["rounds"] for t in rnd]
@@ -109,6 +110,8 @@ def summarise(res):
             out["min"], out["max"] = min(pooled) / 1e3, max(pooled) / 1e3
             out["round_medians"] = [statistics.median(rnd) / 1e3 for rnd in out["rounds"]]
             out["steps"] = len(pooled)
+            cpu = [t for rnd in out.get("cpu_rounds", []) for t in rnd]
+            out["cpu_median"] = statistics.median(cpu) / 1e3 if cpu else None
 
 
 def cross_check(res, dtype):
@@ -168,6 +171,66 @@ def fmt(t):
     return f"{t:.3g}" if t < 1000 else f"{t:,.0f}"
 
 
+# The targets of GitHub issue 6: (what, net, dtypes, batches, peer, limit on generated / peer).
+TARGETS = [
+    ("vs NumPy hand-written, batch 128, float32", "mlp_784_256_128_10", ("float32",), (128,), "numpy", 0.95),
+    ("vs NumPy hand-written, every batch and dtype", "mlp_784_256_128_10", None, None, "numpy", 1.0),
+    ("vs NumPy hand-written, every batch and dtype", "mlp_4_2_3", None, None, "numpy", 1.0),
+    ("vs PyTorch eager, batch 128, float32", "mlp_784_256_128_10", ("float32",), (128,), "torch", 0.80),
+    ("vs JAX jit, batch 1, float32", "mlp_4_2_3", ("float32",), (1,), "jax", 1.0),
+    ("vs JAX jit, batch 1, float64", "mlp_4_2_3", ("float64",), (1,), "jax", 1.0),
+    ("vs GEMM only, batch 1024, float32", "mlp_784_256_128_10", ("float32",), (1024,), "gemm", 1.15),
+]
+
+
+def worst_ratio(results, cfg, gen, target, key):
+    """(max over the target's configurations of gen / peer by `key`, where), or None if not measured."""
+    _, net, dtypes, batches, peer, _ = target
+    worst = None
+    for dtype in dtypes or cfg["dtypes"]:
+        for batch in batches or cfg["batches"]:
+            res = results.get((net, batch, dtype), {})
+            a, b = res.get(gen, {}).get(key), res.get(peer, {}).get(key)
+            if a and b and (worst is None or a / b > worst[0]):
+                worst = (a / b, f"{dtype} batch {batch}")
+    return worst
+
+
+def targets_section(results, cfg):
+    """The issue's targets, each as the worst ratio over its configurations, by wall and by CPU time."""
+    gens = [g for g in ("generated", "generated_sgd_step") if g in cfg["runtimes"]]
+    lines = ["## The issue's targets", "",
+             "generated / peer, median step times of this run (the worst configuration where a target "
+             "covers several); ✓ within the limit, ✗ not. Wall: the clock on the wall; CPU: the process's "
+             "CPU time, which does not count the time other processes held the core.", "",
+             "| net | target | limit | " + " | ".join(f"{SHORT[g]}: wall | {SHORT[g]}: CPU" for g in gens) + " |",
+             "|---|---|---:|" + "---:|---:|" * len(gens)]
+    for target in TARGETS:
+        what, net, *_, limit = target
+        if net not in cfg["nets"] or target[4] not in cfg["runtimes"]:
+            continue
+        cells = []
+        for g in gens:
+            for key in ("median", "cpu_median"):
+                w = worst_ratio(results, cfg, g, target, key)
+                if w is None:
+                    cells.append("–")
+                else:
+                    where = f" ({w[1]})" if target[2] is None else ""
+                    cells.append(f"{w[0]:.2f} {'✓' if w[0] <= limit else '✗'}{where}")
+        lines.append(f"| {net} | {what} | ≤ {limit:.2f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def gentime_section():
+    """The last `gentime.py --out benchmarks/GENTIME.md` table, if there is one."""
+    path = HERE / "GENTIME.md"
+    if not path.exists():
+        return []
+    return ["## Generation time (`benchmarks/gentime.py`, its last run: GENTIME.md)", "",
+            path.read_text().strip(), ""]
+
+
 def render(results, cfg, info, argv, started, elapsed, load):
     """The Markdown report."""
     lines = ["# Training-step benchmarks", "",
@@ -181,18 +244,25 @@ def render(results, cfg, info, argv, started, elapsed, load):
              + (f" ({info['torch_threads']} threads)" if info.get("torch_threads") else "")
              + f", JAX {info['jax'] or 'not installed'}",
              f"- Threads: {info['threads_env'] or 'library defaults (no *_NUM_THREADS set)'}; "
-             f"load average {load[0]} at start, {load[1]} at end",
+             f"load average {load[0]:.1f} at start, {load[1]:.1f} at end (a shared machine: other "
+             f"processes ran during the measurements)",
              "", "## Method", "",
+             "- generated: the module's `loss_and_grad`, then the caller's `params[k] -= lr * g`; "
+             "gen. sgd_step: the module's fused `sgd_step(params, x, y, lr)` (in place, lr folded into the "
+             "output delta). NumPy: a hand-written step; NumPy opt.: hand-optimised (preallocated, in place, "
+             "fused); GEMM only: just the 3L − 1 matmuls of a step.",
              f"- Each runtime runs in its own process (`benchmarks/_worker.py`); for each "
              f"configuration the runtimes take turns for {cfg['rounds']} round(s), the order "
              f"rotating each round. A round times each step separately (gc off) after a warm-up: "
              f"at least {cfg['repeats']} steps and {cfg['min_time']} s.",
-             "- median, min–max: over all steps of all rounds; round medians: the spread between "
-             "rounds (a wide spread means the machine was busy).",
-             "- × gen.: median / median of the generated module (> 1 is slower). When the module "
-             "is missing, the ratio is to the hand-written NumPy step (× NumPy).",
+             "- median, min–max: wall-clock time over all steps of all rounds; round medians: the spread "
+             "between rounds (a wide spread means the machine was busy). CPU µs: median CPU time of the "
+             "process per step (over blocks of 8 steps): steadier than the wall clock when other processes "
+             "compete for the cores.",
+             "- × gen.: median / median of the generated module (> 1 is slower than generated). When the "
+             "module is missing, the ratio is to the hand-written NumPy step (× NumPy).",
              "- GFLOP/s: 6 · batch · Σ n_in·n_out per step (the usual count; it includes the "
-             "gradient for x, which no step computes). % of GEMM: GEMM-only time / this time, "
+             "gradient for x, which no step computes). % of GEMM: GEMM-only time / this time (wall), "
              "where GEMM only is the 3L − 1 matmuls a step needs in NumPy (OpenBLAS), "
              "preallocated, nothing else: the floor for a NumPy step. Runtimes with another BLAS "
              "or fused kernels (PyTorch, JAX) can pass it (> 100%).",
@@ -200,48 +270,58 @@ def render(results, cfg, info, argv, started, elapsed, load):
              "(float64 1e-9, float32 1e-4 relative) and the dtype is kept.", ""]
 
     notes = {}  # note -> configurations it applies to
-    summary = ["## Summary: median step time relative to the generated module", ""]
     rts = [rt for rt in RUNTIMES if rt in cfg["runtimes"]]
-    summary.append("| net | dtype | batch | baseline µs | " + " | ".join(SHORT[rt] for rt in rts) + " |")
-    summary.append("|---|---|---:|---:|" + "---:|" * len(rts))
+    summaries = {key: [f"## Summary: median step time ({label}) relative to the generated module", "",
+                       "| net | dtype | batch | baseline µs | " + " | ".join(SHORT[rt] for rt in rts) + " |",
+                       "|---|---|---:|---:|" + "---:|" * len(rts)]
+                 for key, label in (("median", "wall clock"), ("cpu_median", "CPU time"))}
     sections = []
     for net in cfg["nets"]:
         for dtype in cfg["dtypes"]:
             sec = [f"## {net}, {dtype}", "",
-                   "| batch | runtime | median µs | min–max µs | round medians µs | × gen. "
-                   "| GFLOP/s | % of GEMM | check |",
-                   "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+                   "| batch | runtime | median µs | min–max µs | round medians µs | CPU µs | × gen. "
+                   "| × gen. (CPU) | GFLOP/s | % of GEMM | check |",
+                   "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
             for batch in cfg["batches"]:
                 res = results[(net, batch, dtype)]
                 base_rt = "generated" if "median" in res.get("generated", {}) else "numpy"
                 base = res.get(base_rt, {}).get("median")
+                base_cpu = res.get(base_rt, {}).get("cpu_median")
                 gemm = res.get("gemm", {}).get("median")
                 flops = NETS[net].nominal_flops(batch)
-                cells = []
+                cells = {"median": [], "cpu_median": []}
                 for rt in rts:
                     out = res.get(rt, {})
                     if "median" not in out:
                         reason = out.get("skip") or out.get("error") or "not run"
                         notes.setdefault(f"{LABELS[rt]} skipped: {reason}", []).append((net, dtype, batch))
-                        sec.append(f"| {batch} | {LABELS[rt]} | skipped | | | | | | see Notes |")
-                        cells.append("–")
+                        sec.append(f"| {batch} | {LABELS[rt]} | skipped | | | | | | | | see Notes |")
+                        cells["median"].append("–")
+                        cells["cpu_median"].append("–")
                         continue
-                    med = out["median"]
+                    med, cpu = out["median"], out.get("cpu_median")
                     ratio = f"{med / base:.2f}" if base else "–"
+                    cpu_ratio = f"{cpu / base_cpu:.2f}" if cpu and base_cpu else "–"
                     if base_rt != "generated" and base:
                         ratio += " (× NumPy)"
-                    cells.append(f"{med / base:.2f}" if base else "–")
+                        cpu_ratio += " (× NumPy)"
+                    cells["median"].append(f"{med / base:.2f}" if base else "–")
+                    cells["cpu_median"].append(f"{cpu / base_cpu:.2f}" if cpu and base_cpu else "–")
                     rm = out["round_medians"]
                     sec.append(
                         f"| {batch} | {LABELS[rt]} | {fmt(med)} | {fmt(out['min'])}–{fmt(out['max'])} "
-                        f"| {fmt(min(rm))}–{fmt(max(rm))} | {ratio} | {flops / med / 1e3:.2f} "
+                        f"| {fmt(min(rm))}–{fmt(max(rm))} | {fmt(cpu) if cpu else '–'} | {ratio} | {cpu_ratio} "
+                        f"| {flops / med / 1e3:.2f} "
                         f"| {f'{100 * gemm / med:.0f}%' if gemm else '–'} | {out.get('check', '')} |")
                     if out.get("check", "ok") not in ("ok", "–"):
                         notes.setdefault(f"{LABELS[rt]}: {out['check']}", []).append((net, dtype, batch))
-                base_txt = f"{fmt(base)} ({'gen.' if base_rt == 'generated' else 'NumPy'})" if base else "–"
-                summary.append(f"| {net} | {dtype} | {batch} | {base_txt} | " + " | ".join(cells) + " |")
+                for key, b in (("median", base), ("cpu_median", base_cpu)):
+                    base_txt = f"{fmt(b)} ({'gen.' if base_rt == 'generated' else 'NumPy'})" if b else "–"
+                    summaries[key].append(f"| {net} | {dtype} | {batch} | {base_txt} | "
+                                          + " | ".join(cells[key]) + " |")
             sections += sec + [""]
-    lines += summary + [""] + sections
+    lines += targets_section(results, cfg)
+    lines += summaries["median"] + [""] + summaries["cpu_median"] + [""] + sections
     if notes:
         lines += ["## Notes", ""]
         for note, where in notes.items():
@@ -249,6 +329,7 @@ def render(results, cfg, info, argv, started, elapsed, load):
                      else ", ".join(f"{n} {d} batch {b}" for n, d, b in where))
             lines.append(f"- {note} ({scope})")
         lines.append("")
+    lines += gentime_section()
     return "\n".join(lines)
 
 

@@ -45,8 +45,8 @@ def test_smoke_report_has_a_row_per_runtime(smoke_report, net):
     start = lines.index(f"## {net}, float64")
     table = [l for l in lines[start + 2:] if l.startswith("|")]
     columns = [c.strip() for c in table[0].strip("|").split("|")]
-    assert columns == ["batch", "runtime", "median µs", "min–max µs", "round medians µs",
-                       "× gen.", "GFLOP/s", "% of GEMM", "check"]
+    assert columns == ["batch", "runtime", "median µs", "min–max µs", "round medians µs", "CPU µs",
+                       "× gen.", "× gen. (CPU)", "GFLOP/s", "% of GEMM", "check"]
     rows = {cells[1]: cells for cells in
             ([c.strip() for c in l.strip("|").split("|")] for l in table[2:])}
     for rt in bench.SMOKE["runtimes"]:
@@ -55,9 +55,28 @@ def test_smoke_report_has_a_row_per_runtime(smoke_report, net):
         if rt.startswith("generated") and cells[2] == "skipped":
             continue  # the module is not generated yet, or offers no sgd_step
         assert float(cells[2].replace(",", "")) > 0
-        assert float(cells[6]) > 0
-    assert rows[bench.LABELS["numpy"]][8] == "ok"
-    assert rows[bench.LABELS["numpy_opt"]][8] == "ok"
+        assert float(cells[5].replace(",", "")) > 0
+        assert float(cells[8]) > 0
+    assert rows[bench.LABELS["numpy"]][10] == "ok"
+    assert rows[bench.LABELS["numpy_opt"]][10] == "ok"
+    assert rows[bench.LABELS["generated_sgd_step"]][10] in ("ok", "see Notes")
+
+
+def test_smoke_report_states_the_targets(smoke_report):
+    lines = smoke_report.splitlines()
+    start = lines.index("## The issue's targets")
+    table = [l for l in lines[start:] if l.startswith("| mlp_")]
+    assert any("vs NumPy hand-written, every batch and dtype" in l and ("✓" in l or "✗" in l) for l in table)
+
+
+def test_targets_take_the_worst_configuration():
+    cfg = {"dtypes": ["float32", "float64"], "batches": [1, 128]}
+    results = {("mlp_4_2_3", b, d): {"generated": {"median": 10.0}, "numpy": {"median": 10.0 / r}}
+               for (b, d), r in {(1, "float32"): 0.9, (128, "float32"): 1.2,
+                                 (1, "float64"): 0.8, (128, "float64"): 1.0}.items()}
+    every = next(t for t in bench.TARGETS if t[1] == "mlp_4_2_3" and t[4] == "numpy")
+    assert bench.worst_ratio(results, cfg, "generated", every, "median") == (pytest.approx(1.2), "float32 batch 128")
+    assert bench.worst_ratio(results, cfg, "generated_sgd_step", every, "median") is None
 
 
 def test_cross_check_flags_a_wrong_runtime():

@@ -1,0 +1,135 @@
+"""Profile one training step of a generated module with py-spy: which lines the time goes to.
+
+    pip install py-spy
+    python benchmarks/profile_step.py [--net mlp_4_2_3] [--batch 1] [--dtype float32]
+                                      [--module FILE] [--fused] [--seconds 10] [--top 15]
+
+The step is the benchmark's: `loss_and_grad` followed by `params[k] -= lr * g` (the caller's
+update), or with --fused the module's own `sgd_step`. py-spy samples the running process from
+outside, so even a 20 µs step is profiled without distortion; the time of NumPy's C code is
+charged to the Python line that called it. Prints a Markdown table: share of the step's
+samples and estimated µs per step for the most expensive lines. Single-threaded BLAS.
+"""
+import argparse
+import collections
+import importlib.util
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nets import NETS, make_batch, make_params  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LR = 1e-3
+FRAME = re.compile(r"^(?P<name>.*) \((?P<file>.*):(?P<line>\d+)\)$")
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(f"_profiled_{Path(path).stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def caller_step(mod, params, x, y):
+    """The benchmark's plain step: the caller applies the gradients."""
+    loss, grads = mod.loss_and_grad(params, x, y)
+    for k, g in grads.items():
+        params[k] -= LR * g
+    return loss
+
+
+def spin(module, net, batch, dtype, seconds, fused):
+    """Run steps for `seconds`; print the median step time (a busy machine inflates the mean)."""
+    mod = load(module)
+    params = make_params(NETS[net], dtype)
+    x, y = make_batch(NETS[net], batch, dtype)
+    step = (lambda: mod.sgd_step(params, x, y, LR)) if fused else (lambda: caller_step(mod, params, x, y))
+    for _ in range(10):
+        step()
+    times, clock = [], time.perf_counter_ns
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        for _ in range(10):
+            t0 = clock()
+            step()
+            times.append(clock() - t0)
+    print(f"step_us {statistics.median(times) / 1e3:.2f} steps {len(times)}")
+
+
+def attribute(raw: str, module: Path) -> tuple[collections.Counter, int]:
+    """Samples per (function, line) of the module or of caller_step: the innermost such frame of each stack."""
+    counts, total = collections.Counter(), 0
+    for entry in raw.splitlines():
+        stack, _, n = entry.rpartition(" ")
+        frames = [FRAME.match(f) for f in stack.split(";")]
+        if not any(f and f["name"] == "spin" for f in frames):
+            continue  # start-up: imports, parameters
+        total += int(n)
+        for f in reversed(frames):
+            # py-spy names files by their base name
+            if f and (f["file"] == module.name or (f["file"] == Path(__file__).name and f["name"] == "caller_step")):
+                path = module if f["file"] == module.name else Path(__file__)
+                counts[(f["name"], int(f["line"]), str(path))] += int(n)
+                break
+        else:
+            counts[("(elsewhere)", 0, "")] += int(n)
+    return counts, total
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--net", default="mlp_4_2_3", choices=sorted(NETS))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--module", help="the generated module (default generated/<net>.py)")
+    parser.add_argument("--fused", action="store_true", help="profile sgd_step instead of loss_and_grad + update")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    module = Path(args.module or ROOT / "generated" / f"{args.net}.py")
+    if args.spin:
+        return spin(module, args.net, args.batch, args.dtype, args.seconds, args.fused)
+
+    pyspy = shutil.which("py-spy")
+    if pyspy is None:
+        sys.exit("profile_step.py needs py-spy: pip install py-spy")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / "raw.txt"
+        cmd = [pyspy, "record", "--nonblocking", "--rate", "1000", "--format", "raw", "--output", str(raw_path), "--",
+               sys.executable, __file__, "--spin", "--net", args.net, "--batch", str(args.batch),
+               "--dtype", args.dtype, "--module", str(module), "--seconds", str(args.seconds)]
+        if args.fused:
+            cmd.append("--fused")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not raw_path.exists():
+            sys.exit(f"py-spy failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+        step_us, steps = re.search(r"step_us (\S+) steps (\d+)", proc.stdout).groups()
+        counts, total = attribute(raw_path.read_text(), module)
+
+    step_us = float(step_us)
+    lines = {}
+    for name, line, file in counts:
+        if file and file not in lines:
+            lines[file] = Path(file).read_text().splitlines()
+    what = "sgd_step" if args.fused else "loss_and_grad + params[k] -= lr * g"
+    print(f"{args.net}, batch {args.batch}, {args.dtype}, {what} ({module.name}): "
+          f"median step {step_us:.1f} µs over {steps} steps, {total} py-spy samples\n")
+    print("| share | ≈ µs/step | function:line | code |")
+    print("|---:|---:|---|---|")
+    for (name, line, file), n in counts.most_common(args.top):
+        code = lines[file][line - 1].strip() if file else ""
+        print(f"| {100 * n / total:.1f}% | {step_us * n / total:.2f} | {name}:{line} | `{code}` |")
+
+
+if __name__ == "__main__":
+    main()
