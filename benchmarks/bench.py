@@ -5,9 +5,10 @@
 Every (runtime, network, batch, dtype) is measured by `_worker.py` in its own
 process; the runtimes of one configuration take turns, round after round, so
 a slow spell of this shared machine hits them all alike. Reports the median
-and min-max of per-step times pooled over the rounds, the spread of the round
-medians, the ratio to the generated module, GFLOP/s and the fraction of the
-GEMM-only floor. --smoke runs a few seconds of NumPy-only configurations (tests).
+of the round medians (wall clock and CPU time), min-max over all steps, the
+spread of the round medians, the ratio to the generated module, GFLOP/s, the
+fraction of the GEMM-only floor and the issue's targets. --smoke runs a few
+seconds of NumPy-only configurations (tests).
 """
 import argparse
 import datetime
@@ -47,7 +48,7 @@ SHORT = {
     "gemm": "GEMM only",
 }
 FULL = dict(nets=list(NETS), batches=[1, 32, 128, 1024], dtypes=["float64", "float32"],
-            runtimes=list(RUNTIMES), rounds=5, repeats=20, min_time=0.2)
+            runtimes=list(RUNTIMES), rounds=7, repeats=20, min_time=0.2)
 SMOKE = dict(nets=list(NETS), batches=[32], dtypes=["float64"],
              runtimes=["generated", "generated_sgd_step", "numpy", "numpy_opt", "gemm"],
              rounds=1, repeats=3, min_time=0.0)
@@ -102,16 +103,18 @@ def measure_all(cfg, env, generated_dir, log):
 
 
 def summarise(res):
-    """Add median/min/max (µs) over the pooled rounds, the medians of each round and the CPU-time median."""
+    """Add the median over rounds of each round's median step time (wall and CPU, µs), the round
+    medians, and min/max over all steps. A busy spell that slows one or two rounds moves the
+    median of the round medians less than it moves the median of all steps pooled."""
     for out in res.values():
         if "rounds" in out:
             pooled = [t for rnd in out["rounds"] for t in rnd]
-            out["median"] = statistics.median(pooled) / 1e3
-            out["min"], out["max"] = min(pooled) / 1e3, max(pooled) / 1e3
             out["round_medians"] = [statistics.median(rnd) / 1e3 for rnd in out["rounds"]]
+            out["median"] = statistics.median(out["round_medians"])
+            out["min"], out["max"] = min(pooled) / 1e3, max(pooled) / 1e3
             out["steps"] = len(pooled)
-            cpu = [t for rnd in out.get("cpu_rounds", []) for t in rnd]
-            out["cpu_median"] = statistics.median(cpu) / 1e3 if cpu else None
+            cpu = [statistics.median(rnd) / 1e3 for rnd in out.get("cpu_rounds", []) if rnd]
+            out["cpu_median"] = statistics.median(cpu) if cpu else None
 
 
 def cross_check(res, dtype):
@@ -255,10 +258,10 @@ def render(results, cfg, info, argv, started, elapsed, load):
              f"configuration the runtimes take turns for {cfg['rounds']} round(s), the order "
              f"rotating each round. A round times each step separately (gc off) after a warm-up: "
              f"at least {cfg['repeats']} steps and {cfg['min_time']} s.",
-             "- median, min–max: wall-clock time over all steps of all rounds; round medians: the spread "
-             "between rounds (a wide spread means the machine was busy). CPU µs: median CPU time of the "
-             "process per step (over blocks of 8 steps): steadier than the wall clock when other processes "
-             "compete for the cores.",
+             "- median: the median over rounds of each round's median wall-clock step time; min–max: over "
+             "all steps of all rounds; round medians: the spread between rounds (a wide spread means the "
+             "machine was busy). CPU µs: the same median of the process's CPU time per step (measured over "
+             "blocks of 8 steps): steadier than the wall clock when other processes compete for the cores.",
              "- × gen.: median / median of the generated module (> 1 is slower than generated). When the "
              "module is missing, the ratio is to the hand-written NumPy step (× NumPy).",
              "- GFLOP/s: 6 · batch · Σ n_in·n_out per step (the usual count; it includes the "

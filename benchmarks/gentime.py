@@ -8,6 +8,8 @@ table of median wall seconds (and generated lines). Skips cleanly, exit 0, when
 the `nnderive` command is missing or does not run yet.
 """
 import argparse
+import datetime
+import os
 import shutil
 import statistics
 import subprocess
@@ -89,7 +91,10 @@ def main(argv=None):
                 rows[(depth, width)] = cell
                 print(f"depth {depth} width {width}: {cell}", file=sys.stderr, flush=True)
 
-    table = [f"`nnderive generate` wall time, median of {args.repeats}, interpreter start-up included "
+    when = datetime.datetime.now(datetime.timezone.utc)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    table = [f"`python benchmarks/gentime.py`, {when:%Y-%m-%d %H:%M} UTC, load average {load:.1f} at the end. "
+             f"`nnderive generate` wall time, median of {args.repeats}, interpreter start-up included "
              f"(`nnderive --help` alone: {statistics.median(startups):.2f} s). "
              "Spec: depth layers, relu hidden layers of the given width, 10-unit softmax output, cce.",
              "", "| depth | " + " | ".join(f"width {w}" for w in args.widths) + " |",
