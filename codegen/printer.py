@@ -229,6 +229,21 @@ def _literal(e: sp.Expr) -> sp.Expr:
     return sp.Float(value, 17) if value.is_Float else e
 
 
+def as_value(expr: sp.Expr) -> sp.Expr:
+    """expr where it is an activation's value rather than a mask multiplying a gradient.
+
+    A step printed as the comparison (z > 0) is False for NaN: the step of a NaN input would be a
+    confident 0. sign(max(z, 0)) is the same step, keeps NaN and stays in z's dtype. (Masks keep
+    the comparison: the gradient they multiply is NaN already where z is.)
+
+    >>> print_numpy(as_value(sp.Heaviside(sp.Symbol("z1"), 0)))
+    'np.sign(np.maximum(z1, 0))'
+    """
+    if isinstance(expr, sp.Heaviside) and len(expr.args) == 2 and expr.args[1] == 0:
+        return sp.sign(sp.Max(expr.args[0], 0))
+    return expr
+
+
 class NumPyPrinter(_SymPyNumPyPrinter):
     """SymPy's NumPy printer, spelled the way careful hand-written NumPy is.
 

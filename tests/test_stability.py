@@ -256,6 +256,19 @@ def test_nan_input_gives_nan_loss_and_gradients(hidden, out, loss, tmp_path_fact
     np.testing.assert_array_equal(x, x_before)   # the caller's array is untouched
 
 
+@pytest.mark.parametrize("hidden", ["step", "sign"])
+def test_nan_input_is_not_hidden_by_a_step_layer(hidden, tmp_path_factory):
+    """A step is (z > 0) as a mask, but as a value it keeps NaN: the loss is NaN, not a confident number.
+    (Their derivative is 0 by convention, so the layers below get zero gradients either way.)"""
+    net = _nan_net(hidden, "identity", "mse")
+    module = _module(net.name, net, tmp_path_factory)
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    x[1, 2] = np.nan
+    value, grads = module.loss_and_grad(module.init_params(seed=1), x, np.zeros((3, 3)))
+    assert np.isnan(value) and np.isnan(grads["W2"]).all() and np.isnan(grads["b2"]).all()
+    assert module.predict(module.init_params(seed=1), x).dtype == np.float64
+
+
 @pytest.mark.parametrize("hidden", ["relu", "elu", "leaky_relu"])
 def test_nan_target_reaches_exactly_the_gradients_that_depend_on_it(hidden, tmp_path_factory):
     """y[0, 0] = NaN: output unit 0's weights and everything below it are NaN; units 1, 2 are unaffected."""
