@@ -118,7 +118,10 @@ def loss(params, x, y):
 
 
 def loss_and_grad(params, x, y):
-    """The loss and the gradient of every parameter, from one forward pass."""
+    """The loss and the gradient of every parameter, from one forward pass.
+
+    NaN in x or y is never hidden: the loss and every gradient entry it reaches are NaN.
+    """
     x = _inputs(params, x)
     a1, logp, a2 = _forward(params, x)
     y = _targets(y, a2)

@@ -133,7 +133,10 @@ def loss(params, x, y):
 
 
 def loss_and_grad(params, x, y):
-    """The loss and the gradient of every parameter, from one forward pass."""
+    """The loss and the gradient of every parameter, from one forward pass.
+
+    NaN in x or y is never hidden: the loss and every gradient entry it reaches are NaN.
+    """
     x = _inputs(params, x)
     z1, a1, z2, a2, logp, a3 = _forward(params, x)
     y = _targets(y, a3)
