@@ -311,17 +311,21 @@ def _rel(a, b, scale):
 def check_module(net: Network, module, seed: int = 0, fd_samples: int = 12) -> Report:
     """Compare the module's backward with the symbolic gradient and with finite differences.
 
-    Networks wider than SYMBOLIC_WIDTH are checked on an embedded copy: inputs beyond the cut are 0
+    Networks wider than SMALL_WIDTH are checked on an embedded copy: inputs beyond the cut are 0
     and weights outside the cut block are 0, so the full-size module computes exactly the cut network.
     """
     rng = np.random.default_rng(seed)
     x, y = sample_batch(net, rng, batch=2)
     params = sample_params(net, rng)
-    cut_out = net.sizes[-1] <= SYMBOLIC_OUTPUTS
-    small = max(net.sizes[:-1]) <= SMALL_WIDTH and cut_out
+    # Elementwise layers are cut to SYMBOLIC_WIDTH; the output layer and softmax layers are kept
+    # whole (a cut would change the softmax's normalisation), so they must be narrow enough.
+    whole = [l == net.depth or net.is_vector(l) for l in range(1, net.depth + 1)]
+    sizes = [min(net.inputs, SYMBOLIC_WIDTH)] + [n if keep else min(n, SYMBOLIC_WIDTH)
+                                                  for n, keep in zip(net.sizes[1:], whole)]
+    feasible = max(n for n, keep in zip(net.sizes[1:], whole) if keep) <= SYMBOLIC_OUTPUTS
+    small = max(net.sizes) <= SMALL_WIDTH
     symbolic_net, sym_params, x_sym = net, params, x
-    if not small and cut_out:
-        sizes = [min(s, SYMBOLIC_WIDTH) for s in net.sizes[:-1]] + [net.sizes[-1]]
+    if not small and feasible:
         layers = [Dense(s, la.activation, la.formula, **la.params) for s, la in zip(sizes[1:], net.layers)]
         symbolic_net = Network(net.name, sizes[0], layers, net.loss, net.source)
         x[:, sizes[0]:] = 0.0
@@ -341,7 +345,7 @@ def check_module(net: Network, module, seed: int = 0, fd_samples: int = 12) -> R
         symbolic_on = "the whole network"
     else:
         symbolic_net = None
-        symbolic_on = "nothing (more than %d outputs): finite differences only" % SYMBOLIC_OUTPUTS
+        symbolic_on = f"nothing (a softmax or output layer wider than {SYMBOLIC_OUTPUTS}): finite differences only"
     _, gen = module.loss_and_grad({k: v.copy() for k, v in params.items()}, x, y)
     sym = symbolic_gradients(symbolic_net, sym_params, x_sym, y) if symbolic_net is not None else None
     rows = []
