@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import jinja2
@@ -108,19 +107,8 @@ def render_optimizers(optimizers: dict[str, Optimizer] | None = None) -> str:
 
 def write_optimizers(directory: str | os.PathLike) -> Path:
     """Write optimizers.py into `directory` atomically (temporary file, then rename)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    source = render_optimizers()
-    target = directory / FILENAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{FILENAME}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(source)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from .build import write_outputs
+    (target,) = write_outputs({FILENAME: render_optimizers()}, Path(directory))
     return target
 
 

@@ -27,7 +27,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
 from . import naming
-from .activations import ACTIVATIONS, XV, K, softmax_instance
+from .activations import ACTIVATIONS, XV, K
 from .backprop import Derivation, derive, hidden_delta
 from .elementwise import at_kinks, derive_elementwise
 from .errors import DerivationError, NnderiveError

@@ -279,7 +279,7 @@ def _identifier_problem(name) -> str:
 
 def _warn_unusual(net: Network) -> None:
     """Pairings that work but are probably not what was meant: a one-line SpecWarning each."""
-    last, n = net.layers[-1], len(net.layers)
+    last = net.layers[-1]
 
     def warn(key, what, fix, layer=None):
         warnings.warn(SpecWarning(str(SpecError(net.source, _place(net, key, layer), what, fix))), stacklevel=4)

@@ -1,6 +1,5 @@
 """Gradient checks: scalar-expansion proof, finite differences, and the three-way report."""
 import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from .backprop import Derivation, derive
 from .elementwise import at_kinks
 from .errors import SpecError
 from .losses import LOSSES
-from .naming import A, G, LOGP, X, Y, YHAT
+from .naming import A, LOGP, X, Y, YHAT
 from .spec import Dense, Network
 
 DIGITS = 40            # working precision of the symbolic evaluation
@@ -188,7 +187,6 @@ def layer_gradients(d: Derivation, P: dict, x: np.ndarray, y: np.ndarray) -> dic
         else:
             delta = [out.expr.xreplace(s) for s in sub]
         for l in range(net.depth, 0, -1):
-            layer = d.layers[l - 1]
             prev = acts[l - 1]
             for k, dk in enumerate(delta):
                 grads[f"b{l}"][k] += dk / n
