@@ -111,6 +111,7 @@ def summarise(res):
             pooled = [t for rnd in out["rounds"] for t in rnd]
             out["round_medians"] = [statistics.median(rnd) / 1e3 for rnd in out["rounds"]]
             out["median"] = statistics.median(out["round_medians"])
+            out["best"] = min(out["round_medians"])
             out["min"], out["max"] = min(pooled) / 1e3, max(pooled) / 1e3
             out["steps"] = len(pooled)
             cpu = [statistics.median(rnd) / 1e3 for rnd in out.get("cpu_rounds", []) if rnd]
@@ -203,18 +204,20 @@ def targets_section(results, cfg):
     """The issue's targets, each as the worst ratio over its configurations, by wall and by CPU time."""
     gens = [g for g in ("generated", "generated_sgd_step") if g in cfg["runtimes"]]
     lines = ["## The issue's targets", "",
-             "generated / peer, median step times of this run (the worst configuration where a target "
-             "covers several); ✓ within the limit, ✗ not. Wall: the clock on the wall; CPU: the process's "
-             "CPU time, which does not count the time other processes held the core.", "",
-             "| net | target | limit | " + " | ".join(f"{SHORT[g]}: wall | {SHORT[g]}: CPU" for g in gens) + " |",
-             "|---|---|---:|" + "---:|---:|" * len(gens)]
+             "generated / peer in this run, the worst configuration where a target covers several; "
+             "✓ within the limit, ✗ not. median: of the round medians, wall clock; CPU: the same in "
+             "process CPU time (which leaves out the time other processes held the core); best round: "
+             "the fastest round median of each runtime (leaves out rounds slowed by a busy machine, "
+             "e.g. a process sharing the physical core).", "",
+             "| net | target | limit | " + " | ".join(f"{SHORT[g]}: median | CPU | best round" for g in gens) + " |",
+             "|---|---|---:|" + "---:|---:|---:|" * len(gens)]
     for target in TARGETS:
         what, net, *_, limit = target
         if net not in cfg["nets"] or target[4] not in cfg["runtimes"]:
             continue
         cells = []
         for g in gens:
-            for key in ("median", "cpu_median"):
+            for key in ("median", "cpu_median", "best"):
                 w = worst_ratio(results, cfg, g, target, key)
                 if w is None:
                     cells.append("–")

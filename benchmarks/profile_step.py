@@ -70,8 +70,8 @@ def attribute(raw: str, module: Path) -> tuple[collections.Counter, int]:
     for entry in raw.splitlines():
         stack, _, n = entry.rpartition(" ")
         frames = [FRAME.match(f) for f in stack.split(";")]
-        if not any(f and f["name"] == "spin" for f in frames):
-            continue  # start-up: imports, parameters
+        if not any(f and f["name"] == "spin.<locals>.<lambda>" for f in frames):
+            continue  # not inside a step: start-up (imports, parameters) or the timing loop
         total += int(n)
         for f in reversed(frames):
             # py-spy names files by their base name
