@@ -165,10 +165,9 @@ def _backward_steps(d: Derivation, pr: _Printer) -> list[Step]:
                 else:
                     steps.append(Step("g", upstream, comment))
                     steps.append(Step(delta, pr(expr, l)))
-        prev = naming.act(l - 1)
-        d = naming.delta(l)
-        steps.append(Step(naming.grad(naming.weight(l)), f"{d}.T.dot({prev})"))
-        steps.append(Step(naming.grad(naming.bias(l)), f"ones.dot({d}) if n > 1 else {d}[0]"))
+        prev, delta = naming.act(l - 1), naming.delta(l)
+        steps.append(Step(naming.grad(naming.weight(l)), f"{delta}.T.dot({prev})"))
+        steps.append(Step(naming.grad(naming.bias(l)), f"ones.dot({delta}) if n > 1 else {delta}[0]"))
     return steps
 
 
