@@ -21,13 +21,8 @@ def module_outputs(net: Network) -> dict[str, str]:
 
 def build_outputs(net: Network) -> dict[str, str]:
     """Every file `nnderive build` writes for one spec."""
-    outputs = module_outputs(net)
-    try:
-        from .document import document_outputs
-    except ImportError:
-        return outputs
-    outputs.update(document_outputs(net))
-    return outputs
+    from .document import document_outputs    # imported here: document imports this module
+    return {**module_outputs(net), **document_outputs(net)}
 
 
 def shared_outputs() -> dict[str, str]:

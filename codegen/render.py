@@ -1,6 +1,4 @@
 """Lays a Derivation out as a NumPy module with Jinja2 and writes generated files atomically."""
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,20 +229,6 @@ def _mentions(code: str, name: str) -> bool:
 def render_module(d: Derivation, source: str = "<python>") -> str:
     """The text of the generated module for a derivation (deterministic)."""
     return _env.get_template("module.py.j2").render(**module_context(d, source))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def source_label(net: Network) -> str:
