@@ -11,8 +11,12 @@ PARAM_SHAPES = {
 
 
 def _sigmoid(z):
-    """1 / (1 + exp(-z)) without overflow: exp(-log(1 + exp(-z)))."""
-    return np.exp(-np.logaddexp(0, -z))
+    """1 / (1 + exp(-z)) without overflow: exp(min(z, 0)) / (1 + exp(-|z|)); no exp sees a positive argument."""
+    e = np.exp(-np.abs(z))
+    s = np.maximum(e, z >= 0)   # exp(min(z, 0)): 1 where z >= 0 (e <= 1), e where z < 0; NaN stays NaN
+    e += 1
+    s /= e
+    return s
 
 
 def init_params(seed=0, dtype=np.float64):
