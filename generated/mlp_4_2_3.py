@@ -11,9 +11,13 @@ PARAM_SHAPES = {
 
 
 def _sigmoid(z):
-    """1 / (1 + exp(-z)) without overflow: exp(min(z, 0)) / (1 + exp(-|z|)); no exp sees a positive argument."""
+    """1 / (1 + exp(-z)) without overflow: no exp sees a positive argument; NaN stays NaN."""
+    if z.size <= 64:
+        # a few elements: the cost is NumPy's per-call overhead, and this is four calls
+        return np.exp(-np.logaddexp(0, -z))
+    # logaddexp is a scalar loop in NumPy; exp, maximum and division are vectorised
     e = np.exp(-np.abs(z))
-    s = np.maximum(e, z >= 0)   # exp(min(z, 0)): 1 where z >= 0 (e <= 1), e where z < 0; NaN stays NaN
+    s = np.maximum(e, z >= 0)   # exp(min(z, 0)): 1 where z >= 0 (as e <= 1), e where z < 0
     e += 1
     s /= e
     return s
