@@ -68,7 +68,8 @@ def _forward(params, x):
 
 def _loss(y, a3):
     """The batch mean of the per-example mean squared error, as a Python float."""
-    return 0.5 * float(((a3 - y)**2).sum()) / y.shape[0]
+    r = a3 - y
+    return 0.5 * float(np.vdot(r, r)) / y.shape[0]
 
 
 def _backward(params, y, scale, x, a1, a2, a3):
