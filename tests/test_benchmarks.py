@@ -79,6 +79,18 @@ def test_targets_take_the_worst_configuration():
     assert bench.worst_ratio(results, cfg, "generated_sgd_step", every, "median") is None
 
 
+def test_paired_ratio_pairs_rounds():
+    """A slow spell that hits both runtimes in round 2 moves the separate medians, not the paired one."""
+    gen = {"round_medians": [10.0, 30.0, 10.0, 30.0, 11.0]}
+    peer = {"round_medians": [12.5, 37.5, 12.5, 12.5, 13.75]}
+    assert bench.paired_ratio(gen, peer) == pytest.approx(0.8)
+    assert bench.paired_ratio(gen, {"round_medians": [1.0]}) is None     # a runtime that dropped out
+    results = {("mlp_4_2_3", 1, "float32"): {"generated": gen, "jax": peer}}
+    target = next(t for t in bench.TARGETS if t[1] == "mlp_4_2_3" and t[4] == "jax" and t[2] == ("float32",))
+    assert bench.worst_ratio(results, {"dtypes": ["float32"], "batches": [1]}, "generated", target,
+                             "paired") == (pytest.approx(0.8), "float32 batch 1")
+
+
 def test_cross_check_flags_a_wrong_runtime():
     good = {"loss": 1.0, "update_norm": 0.5}
     res = {"numpy": {"probe": good, "dtypes_after": ["float64"]},
