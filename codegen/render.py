@@ -185,8 +185,7 @@ def _loss_code(d: Derivation, pr: _Printer) -> tuple[str, list[Step], str]:
     if isinstance(rest, sp.Pow) and rest.exp == 2 and _carries_array(rest.base):
         steps = [Step("r", pr(rest.base, L))]
         total = "np.vdot(r, r)"
-    elif (isinstance(rest, sp.Mul) and len(rest.args) == 2 and all(_carries_array(f) for f in rest.args)
-          and all(isinstance(f, sp.Symbol) for f in rest.args)):
+    elif isinstance(rest, sp.Mul) and len(rest.args) == 2 and all(isinstance(f, sp.Symbol) for f in rest.args):
         total = f"np.vdot({', '.join(pr(f, L) for f in rest.args)})"
     else:
         total = f"({_delta_code(rest, pr, L, naming.act(L))}).sum()"
