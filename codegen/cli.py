@@ -33,15 +33,18 @@ def cmd_build(args) -> int:
     from derive.report import summary
     from derive.verify import check_module, load_module
 
+    from derive.program import program
+
     from .build import build_outputs, shared_outputs, write_outputs
-    nets = _load(args.spec)
+    progs = [program(net) for net in _load(args.spec)]     # each spec derived once, read by every consumer
     outputs = shared_outputs()
-    for net in nets:
-        outputs.update(build_outputs(net))
+    for prog in progs:
+        outputs.update(build_outputs(prog))
     written = write_outputs(outputs, Path(args.output), force=args.force)
     ok = True
-    for net in nets:
-        print(summary(net))
+    for prog in progs:
+        net = prog.network
+        print(summary(prog))
         print()
         report = check_module(net, load_module(Path(args.output) / f"{net.name}.py"))
         print(report.table())

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import jinja2
 
-from derive.backprop import derive
 from derive.latex import typeset
+from derive.program import Program, program
 from derive.spec import Network, content_hash, load_spec
 
 from .render import source_label
@@ -171,10 +171,12 @@ def mermaid(net: Network) -> list[str]:
 
 # --- the documents -------------------------------------------------------------------------------------
 
-def context(net: Network, expanded: bool = False, source: str | None = None) -> dict:
-    """What both templates lay out: derive.latex.typeset of the derivation, the drawing, the headers."""
+def context(net: Network | Program, expanded: bool = False, source: str | None = None) -> dict:
+    """What both templates lay out: derive.latex.typeset of the Program, the drawing, the headers."""
+    prog = program(net)
+    net = prog.network
     source = source_label(net) if source is None else source
-    doc = typeset(derive(net), expanded=expanded)
+    doc = typeset(prog, expanded=expanded)
     return dict(doc, source=source, drawing=drawing(net), mermaid=mermaid(net),
                 tex_header=f"{TEX_HEADER} from {_header_source(source, False)} (sha256 {content_hash(net)}). "
                            "DO NOT EDIT.",
@@ -241,10 +243,11 @@ def render_document(net: Network, markdown: bool = False, expanded: bool = False
     return _render(context(net, expanded, source), markdown)
 
 
-def document_outputs(net: Network) -> dict[str, str]:
+def document_outputs(net: Network | Program) -> dict[str, str]:
     """The documents `nnderive build` writes for a spec: <name>.tex and <name>.md."""
     ctx = context(net)
-    return {f"{net.name}.tex": _render(ctx, False), f"{net.name}.md": _render(ctx, True)}
+    name = program(net).network.name
+    return {f"{name}.tex": _render(ctx, False), f"{name}.md": _render(ctx, True)}
 
 
 # --- the `latex` command ---------------------------------------------------------------------------------

@@ -3,25 +3,9 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter as _SymPyNumPyPrinter
 from sympy.printing.precedence import precedence
 
-
-class Sigmoid(sp.Function):
-    """1 / (1 + exp(-u)), printed as a helper that cannot overflow."""
-
-
-class Softplus(sp.Function):
-    """log(1 + exp(u)), printed as np.logaddexp(0, u)."""
-
-
-class Expm1(sp.Function):
-    """exp(u) - 1, printed as np.expm1(u)."""
-
-
-class Log1p(sp.Function):
-    """log(1 + u), printed as np.log1p(u)."""
-
-
-class Erfc(sp.Function):
-    """1 - erf(u), printed as a helper accurate in both tails (SymPy's erfc(-u) evaluates to 2 - erfc(u))."""
+from derive import nodes
+from derive.nodes import carries_array, is_mask
+from derive.stable import as_value, stabilize  # noqa: F401  (re-exported: the printer's public helpers)
 
 
 # Numerical primitives NumPy lacks; emitted into a module only when its code uses them.
@@ -41,6 +25,13 @@ HELPERS = {
     e += 1
     s /= e
     return s''',
+    "_log_softmax": '''def _log_softmax(z):
+    """log(softmax(z)) over each row without overflow: z minus its row maximum, minus the log of the row sum of exp."""
+    # The row maximum is taken over a transposed copy: NumPy reduces along short rows (a few
+    # classes) element by element, ~10x slower than across the rows of the copy at batch 1024.
+    logp = z - np.ascontiguousarray(z.T).max(axis=0)[:, None]
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return logp''',
     "_erf": '''def _horner(t, coefficients):
     """The polynomial with these coefficients (highest power first) at t."""
     out = coefficients[0]
@@ -94,25 +85,11 @@ def _erf(z):
 _NEEDS = {"_erfc": ("_erf",)}
 
 
-def _is_one_plus_exp(e) -> bool:
-    return e.is_Add and len(e.args) == 2 and sp.S.One in e.args and any(isinstance(t, sp.exp) for t in e.args)
-
-
-def _exp_arg(one_plus_exp) -> sp.Expr:
-    return next(t for t in one_plus_exp.args if isinstance(t, sp.exp)).args[0]
-
-
-def _mul_rewrite(m: sp.Mul) -> sp.Mul:
-    """exp(u) / (1 + exp(u))**k = sigmoid(u) / (1 + exp(u))**(k-1): no inf/inf for large u."""
-    factors = list(m.args)
-    for i, f in enumerate(factors):
-        if f.is_Pow and f.exp.is_Integer and f.exp < 0 and _is_one_plus_exp(f.base):
-            u = _exp_arg(f.base)
-            for j, e in enumerate(factors):
-                if isinstance(e, sp.exp) and sp.expand(e.args[0] - u) == 0:
-                    rest = [x for n, x in enumerate(factors) if n not in (i, j)]
-                    return sp.Mul(*rest, Sigmoid(u), sp.Pow(f.base, f.exp + 1))
-    return m
+def spelled(expr: sp.Expr) -> sp.Expr:
+    """expr in the form the printer writes: stable primitives, numbers as float literals."""
+    expr = stabilize(expr)
+    expr = expr.replace(_is_numeric_call, _literal)
+    return _floats(expr.replace(lambda e: e.is_Mul, _fold_constants))
 
 
 def _fold_constants(m: sp.Mul) -> sp.Expr:
@@ -137,95 +114,6 @@ def _floats(expr: sp.Expr) -> sp.Expr:
     return expr.func(*[_floats(a) for a in expr.args])
 
 
-def stabilize(expr: sp.Expr) -> sp.Expr:
-    """Rewrite expr into numerically stable primitives before printing."""
-    expr = sp.sympify(expr)
-    expr = expr.replace(lambda e: e.is_Mul, _mul_rewrite)
-    expr = expr.replace(lambda e: isinstance(e, sp.log) and _is_one_plus_exp(e.args[0]),
-                        lambda e: Softplus(_exp_arg(e.args[0])))
-    expr = expr.replace(lambda e: e.is_Pow and e.exp.is_Integer and e.exp < 0 and _is_one_plus_exp(e.base),
-                        lambda e: Sigmoid(-_exp_arg(e.base)) ** (-e.exp))
-    expr = expr.replace(lambda e: isinstance(e, sp.log) and e.args[0].is_Add and sp.S.One in e.args[0].args,
-                        lambda e: Log1p(e.args[0] - 1))
-    expr = expr.replace(lambda e: e.is_Add, _complement)
-    expr = expr.replace(lambda e: isinstance(e, sp.Piecewise), _clamp_branches)
-    expr = expr.replace(_is_numeric_call, _literal)
-    return _floats(expr.replace(lambda e: e.is_Mul, _fold_constants))
-
-
-def _complement(add: sp.Add) -> sp.Expr:
-    """k*exp(u) - k -> k*expm1(u) (accurate near u = 0); k + k*erf(u) -> k*erfc(-u) and
-    k - k*erf(u) -> k*erfc(u) (accurate where erf(u) is near -1 or 1: GELU's tails)."""
-    terms = list(add.args)
-    constants = [i for i, t in enumerate(terms) if t.is_number]
-    if len(constants) != 1:
-        return add
-    c = terms[constants[0]]
-    for i, term in enumerate(terms):
-        k, f = term.as_coeff_Mul()
-        if isinstance(f, sp.exp) and c == -k:
-            new = k * Expm1(f.args[0])
-        elif isinstance(f, sp.erf) and c == k:
-            new = k * Erfc(-f.args[0])
-        elif isinstance(f, sp.erf) and c == -k:
-            new = -k * Erfc(f.args[0])
-        else:
-            continue
-        rest = [t for j, t in enumerate(terms) if j not in (i, constants[0])]
-        return sp.Add(new, *rest, evaluate=False)
-    return add
-
-
-# Functions that overflow for large arguments: np.where computes every branch everywhere.
-_OVERFLOWING = (sp.exp, Expm1, sp.cosh, sp.sinh)
-
-
-def _bound(cond) -> tuple | None:
-    """(symbol, is_upper, c) for a condition like `x > c` or `c >= x`, else None."""
-    if not isinstance(cond, sp.core.relational.Relational) or cond.rel_op not in (">", ">=", "<", "<="):
-        return None
-    if cond.lhs.is_Symbol and cond.rhs.is_number:
-        return cond.lhs, cond.rel_op in ("<", "<="), cond.rhs
-    if cond.rhs.is_Symbol and cond.lhs.is_number:
-        return cond.rhs, cond.rel_op in (">", ">="), cond.lhs
-    return None
-
-
-def _clamp(expr: sp.Expr, bounds: list) -> sp.Expr:
-    """expr with each bounded symbol clamped into [lower, upper] (unchanged inside that range)."""
-    subs = {}
-    for sym in {b[0] for b in bounds}:
-        clamped = sym
-        lows = [c for s, upper, c in bounds if s == sym and not upper]
-        highs = [c for s, upper, c in bounds if s == sym and upper]
-        if lows:
-            clamped = sp.Max(clamped, *lows)
-        if highs:
-            clamped = sp.Min(clamped, *highs)
-        subs[sym] = clamped
-    return expr.xreplace(subs)
-
-
-def _clamp_branches(pw: sp.Piecewise) -> sp.Piecewise:
-    """Let each branch's exp see only arguments from the branch's own region.
-
-    np.where evaluates every branch everywhere: ELU's exp(x) - 1 would overflow (and warn)
-    at x = 1e4 although that branch is only taken for x <= 0. exp(min(x, 0)) - 1 is the same
-    where it is taken and finite everywhere; np.minimum keeps NaN.
-    """
-    branches, known = [], []        # known: bounds from the earlier conditions being false
-    for value, cond in pw.args:
-        own = _bound(cond)
-        region = known + ([own] if own else [])
-        if region and value.has(*_OVERFLOWING):
-            value = value.replace(lambda e: isinstance(e, _OVERFLOWING),
-                                  lambda e: e.func(*[_clamp(a, region) for a in e.args]))
-        branches.append((value, cond))
-        if own:
-            known.append((own[0], not own[1], own[2]))
-    return sp.Piecewise(*branches, evaluate=False)
-
-
 def _is_numeric_call(e) -> bool:
     return e.is_number and (isinstance(e, sp.Function) or (e.is_Pow and not e.exp.is_Integer))
 
@@ -237,21 +125,6 @@ def _literal(e: sp.Expr) -> sp.Expr:
     return sp.Float(value, 17) if value.is_Float else e
 
 
-def as_value(expr: sp.Expr) -> sp.Expr:
-    """expr where it is an activation's value rather than a mask multiplying a gradient.
-
-    A step printed as the comparison (z > 0) is False for NaN: the step of a NaN input would be a
-    confident 0. sign(max(z, 0)) is the same step, keeps NaN and stays in z's dtype. (Masks keep
-    the comparison: the gradient they multiply is NaN already where z is.)
-
-    >>> print_numpy(as_value(sp.Heaviside(sp.Symbol("z1"), 0)))
-    'np.sign(np.maximum(z1, 0))'
-    """
-    if isinstance(expr, sp.Heaviside) and len(expr.args) == 2 and expr.args[1] == 0:
-        return sp.sign(sp.Max(expr.args[0], 0))
-    return expr
-
-
 class NumPyPrinter(_SymPyNumPyPrinter):
     """SymPy's NumPy printer, spelled the way careful hand-written NumPy is.
 
@@ -259,15 +132,89 @@ class NumPyPrinter(_SymPyNumPyPrinter):
     'np.tanh(z1)'
     """
 
-    def __init__(self, settings=None):
+    def __init__(self, settings=None, params=()):
         super().__init__(settings or {})
         self.helpers: set[str] = set()
+        self.params = frozenset(params)   # Symbols with these names are printed params["W1"]
 
     def _module_format(self, fqn, register=True):
         return super()._module_format(fqn, register).replace("numpy.", "np.")
 
     def doprint(self, expr, assign_to=None):
-        return super().doprint(stabilize(expr), assign_to)
+        return super().doprint(spelled(expr), assign_to)
+
+    def factor(self, expr) -> str:
+        """expr as the right-hand side of `target *= expr`: a bare mask stays a comparison there."""
+        expr = spelled(expr)
+        if is_mask(expr):
+            return self._mask(expr)
+        return self.doprint(expr)
+
+    def _print_Symbol(self, expr):
+        return f'params["{expr.name}"]' if expr.name in self.params else super()._print_Symbol(expr)
+
+    # --- the array nodes of derive.nodes ---------------------------------------------------------
+
+    def _operand(self, expr) -> str:
+        """expr as the object of a method call (x.dot, x.T): bracketed unless it is a name or a call."""
+        text = self._print(expr)
+        simple = isinstance(expr, (sp.Symbol, nodes.ArrayOp)) and not isinstance(expr, nodes.Like)
+        return text if simple else f"({text})"
+
+    def _print_Dot(self, expr):
+        # a.dot(b) is the BLAS product a @ b with less call overhead, which small networks notice
+        return f"{self._operand(expr.args[0])}.dot({self._print(expr.args[1])})"
+
+    def _print_T(self, expr):
+        return f"{self._operand(expr.args[0])}.T"
+
+    def _print_BatchSum(self, expr):
+        # One BLAS call, ones @ a (ones and n are set up where the pass starts); at batch 1 the row.
+        a = self._operand(expr.args[0])
+        return f"ones.dot({a}) if n > 1 else {a}[0]"
+
+    def _print_UnitSum(self, expr):
+        return f"{self._operand(expr.args[0])}.sum(axis=1, keepdims=True)"
+
+    def _print_LogSoftmax(self, expr):
+        self._use("_log_softmax")
+        return f"_log_softmax({self._print(expr.args[0])})"
+
+    def _print_Total(self, expr):
+        # A sum of products u * v (or of squares u**2) is one BLAS dot, np.vdot(u, v), in place of a
+        # temporary product and a reduction.
+        arg = expr.args[0]
+        if arg.is_Mul and len(arg.args) == 2 and all(isinstance(f, sp.Symbol) for f in arg.args):
+            return f"np.vdot({', '.join(self._print(f) for f in arg.args)})"
+        if arg.is_Pow and arg.exp == 2 and isinstance(arg.base, sp.Symbol):
+            return f"np.vdot({self._print(arg.base)}, {self._print(arg.base)})"
+        return f"({self._print(arg)}).sum()"
+
+    def _print_Like(self, expr):
+        value, ref = expr.args
+        if value == 0:
+            return f"np.zeros_like({self._print(ref)})"
+        return f"np.full_like({self._print(ref)}, {self._print(value)})"
+
+    def _print_Mul(self, expr):
+        # A mask multiplying an array is a comparison (a boolean array keeps the other factor's
+        # dtype) and goes last, so that a leading minus never negates a boolean array.
+        masks = [f for f in expr.args if is_mask(f)]
+        rest = [f for f in expr.args if not is_mask(f)]
+        if masks and any(carries_array(f) for f in rest):
+            head = sp.Mul(*rest)
+            # a leading minus binds tighter than *: -u*(m) is (-u)*(m); only a sum needs brackets
+            text = "" if head == 1 else (f"({self._print(head)})" if head.is_Add else self._print(head))
+            return "*".join(([text] if text else []) + [self._mask(m) for m in masks])
+        return super()._print_Mul(expr)
+
+    def _mask(self, expr) -> str:
+        if isinstance(expr, sp.Heaviside):
+            arg = self._print(expr.args[0])
+            h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+            if h0 in (0, 1):
+                return f"({arg} {'>' if h0 == 0 else '>='} 0)"
+        return f"({self._print(expr)})"
 
     def _print_Float(self, expr):
         return repr(float(expr))
@@ -307,13 +254,10 @@ class NumPyPrinter(_SymPyNumPyPrinter):
         return out
 
     def _print_Heaviside(self, expr):
-        arg = self._print(expr.args[0])
+        # On its own (not multiplying an array) a step is np.heaviside: in its argument's dtype, where
+        # a comparison would be a boolean array that 0.2 * (z > 0) turns into float64.
         h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
-        if h0 == 0:
-            return f"({arg} > 0)"
-        if h0 == 1:
-            return f"({arg} >= 0)"
-        return f"np.heaviside({arg}, {self._print(h0)})"
+        return f"np.heaviside({self._print(expr.args[0])}, {self._print(h0)})"
 
     def _print_Piecewise(self, expr):
         *branches, (last, cond) = expr.args

@@ -23,6 +23,7 @@ class Activation:
     params: dict = field(default_factory=dict)   # parameter Symbol -> default value
     vector: bool = False
     title: str = ""
+    gain: float = 1          # weights start normal with variance gain / n_in (2: He, for rectifiers; 1: LeCun)
 
     def bind(self, **values) -> sp.Expr:
         """The formula with its parameters replaced by numbers (defaults where not given)."""
@@ -33,10 +34,16 @@ class Activation:
 ACTIVATIONS: dict[str, Activation] = {}
 
 
-def register(name: str, formula: sp.Expr, title: str = "", vector: bool = False, **defaults) -> None:
-    """Add an activation; its derivative, code, LaTeX and tests all follow from `formula`."""
+def register(name: str, formula: sp.Expr, title: str = "", vector: bool = False, gain: float = 1,
+             **defaults) -> Activation:
+    """Add an activation; its derivative, code, LaTeX and tests all follow from `formula`.
+
+    >>> softsign = register("softsign", X / (1 + sp.Abs(X)))
+    >>> del ACTIVATIONS["softsign"]
+    """
     params = {sp.Symbol(k, positive=True): v for k, v in defaults.items()}
-    ACTIVATIONS[name] = Activation(name, formula, params, vector, title or name)
+    ACTIVATIONS[name] = Activation(name, formula, params, vector, title or name, gain)
+    return ACTIVATIONS[name]
 
 
 _phi = (1 + sp.erf(X / sp.sqrt(2))) / 2    # the standard normal CDF
@@ -44,15 +51,15 @@ _phi = (1 + sp.erf(X / sp.sqrt(2))) / 2    # the standard normal CDF
 register("identity", X, "identity")
 register("sigmoid", 1 / (1 + sp.exp(-X)), r"\sigma")
 register("tanh", sp.tanh(X), r"\tanh")
-register("relu", sp.Max(X, 0), "ReLU")
-register("leaky_relu", sp.Piecewise((X, X > 0), (ALPHA * X, True)), "LeakyReLU", alpha=0.01)
-register("elu", sp.Piecewise((X, X > 0), (ALPHA * (sp.exp(X) - 1), True)), "ELU", alpha=1.0)
-register("gelu", X * _phi, "GELU")
+register("relu", sp.Max(X, 0), "ReLU", gain=2)
+register("leaky_relu", sp.Piecewise((X, X > 0), (ALPHA * X, True)), "LeakyReLU", gain=2, alpha=0.01)
+register("elu", sp.Piecewise((X, X > 0), (ALPHA * (sp.exp(X) - 1), True)), "ELU", gain=2, alpha=1.0)
+register("gelu", X * _phi, "GELU", gain=2)
 register("gelu_tanh",
          X * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (X + sp.Rational(44715, 1000000) * X**3))) / 2,
-         r"GELU_{\tanh}")
-register("softplus", sp.log(1 + sp.exp(X)), "softplus")
-register("swish", X / (1 + sp.exp(-BETA * X)), "swish", beta=1.0)
+         r"GELU_{\tanh}", gain=2)
+register("softplus", sp.log(1 + sp.exp(X)), "softplus", gain=2)
+register("swish", X / (1 + sp.exp(-BETA * X)), "swish", gain=2, beta=1.0)
 register("step", sp.Heaviside(X, 0), "step")
 register("sign", sp.sign(X), "sign")
 register("softmax", sp.exp(XV[_k]) / sp.Sum(sp.exp(XV[_j]), (_j, 1, K)), "softmax", vector=True)

@@ -4,10 +4,11 @@ from functools import lru_cache
 
 import sympy as sp
 
-from .activations import softmax_instance
-from .elementwise import ElementwiseDerivative, derive_elementwise, diff, time_limit
+from .activations import ACTIVATIONS, XV, softmax_instance
+from .elementwise import MAX_SIMPLIFY_OPS, ElementwiseDerivative, derive_elementwise, diff
+from .errors import DerivationError
 from .losses import LOSSES, Loss
-from .naming import A, G, LOGP, X, Y, YHAT
+from .naming import A, G, LOGP, X, Y, YHAT, YSUM
 from .spec import Network
 
 # The softmax instance the vector derivations run on; the result is checked on a second index.
@@ -100,17 +101,19 @@ def _elementwise_output(f: sp.Expr, loss: Loss) -> OutputDelta:
     dloss_da = diff(loss.element, YHAT).subs(YHAT, A)
     chain = dloss_da * ew.backward_factor
     kind, expr = "chain", chain
-    if ew.inverse is not None:
+    in_a = raw.xreplace({X: ew.inverse}) if ew.inverse is not None else None
+    if in_a is not None and sp.count_ops(in_a) <= MAX_SIMPLIFY_OPS:
         # Write dL/dz in a = f(z) and let SymPy simplify: sigmoid + bce gives a - y.
         try:
-            with time_limit(5):
-                fused = sp.factor(sp.simplify(raw.xreplace({X: ew.inverse})))
+            fused = sp.factor(sp.simplify(in_a))
             if not fused.has(X) and sp.count_ops(fused) < sp.count_ops(chain):
                 kind, expr = "fused", fused
-        except (TimeoutError, NotImplementedError):
+        except NotImplementedError:
             pass
     loss_expr, loss_from = loss.element.subs(YHAT, A), "output"
-    if element.has(sp.log):
+    # From the logits only where the loss takes the log of the output (log-sigmoid): a loss that
+    # does not (mse) is computed from the difference a - y, which does not cancel near the optimum.
+    if loss.element.has(sp.log(YHAT)) and element.has(sp.log):
         stable = _stable_log(element)
         if _logs_are_softplus(stable):
             loss_expr, loss_from = sp.collect(sp.expand(stable), Y), "logits"
@@ -119,36 +122,43 @@ def _elementwise_output(f: sp.Expr, loss: Loss) -> OutputDelta:
 
 @lru_cache(maxsize=None)
 def _softmax_output(loss: Loss) -> OutputDelta:
-    """Differentiate sum_k loss(softmax(z)_k, y_k) by z_j on a small instance and simplify under sum(y) = 1."""
+    """Differentiate sum_k loss(softmax(z)_k, y_k) by z_j on a small instance and simplify in the outputs.
+
+    Nothing is assumed of the targets: their sum over the units stays a symbol, ysum (a cce target
+    need not be one-hot). Only for integer labels, whose one-hot rows the module builds itself, is
+    ysum = 1 by construction.
+    """
     z = sp.symbols(f"z1:{_INSTANCE + 1}", real=True)
     y = sp.symbols(f"y1:{_INSTANCE + 1}", real=True)
     p = sp.symbols(f"p1:{_INSTANCE + 1}", positive=True)
     probs = softmax_instance(list(z))
     total = sum(loss.element.subs({YHAT: pk, Y: yk}) for pk, yk in zip(probs, y))
     condition = None
-    constrain = {}
-    if loss.target in ("onehot", "labels"):
+    ysum = YSUM
+    if loss.target == "labels":
         condition = sp.Eq(sp.Sum(sp.Indexed("y", sp.Symbol("k")), (sp.Symbol("k"), 1, sp.Symbol("K"))), 1)
-        constrain = {y[-1]: 1 - sum(y[:-1])}
+        ysum = sp.S.One
+    constrain = {y[-1]: ysum - sum(y[:-1])}
 
     def in_probs(j):
         # z_k = log p_k represents any softmax output (softmax is shift-invariant); sum(p) = 1.
         d = diff(total, z[j]).subs(constrain)
         d = d.subs({zk: sp.log(pk) for zk, pk in zip(z, p)}).subs(p[-1], 1 - sum(p[:-1]))
-        with time_limit(10):
-            return sp.factor(sp.simplify(d))
+        if sp.count_ops(d) > MAX_SIMPLIFY_OPS:
+            raise DerivationError("too large to simplify")
+        return sp.factor(sp.simplify(d))
 
     raw = diff(total, z[0])
     dloss_da = diff(loss.element, YHAT).subs(YHAT, A)
     kind, expr = "jvp", dloss_da
     try:
         d0 = in_probs(0)
-        if d0.free_symbols <= {p[0], y[0]}:
+        if d0.free_symbols <= {p[0], y[0], YSUM}:
             candidate = d0.xreplace({p[0]: A, y[0]: Y})
             # The same form must hold at another index before it is used for every unit.
             if sp.simplify(in_probs(1) - candidate.xreplace({A: p[1], Y: y[1]})) == 0:
-                kind, expr = "fused", candidate
-    except (TimeoutError, NotImplementedError):
+                kind, expr = "fused", sp.collect(sp.expand(candidate), YSUM)
+    except (DerivationError, NotImplementedError):
         pass
     if loss.element.has(sp.log(YHAT)):
         loss_expr, loss_from = loss.element.subs(sp.log(YHAT), LOGP).subs(YHAT, A), "log_softmax"
@@ -178,6 +188,153 @@ def indexed_steps() -> dict:
         "du_db": sp.diff(u, b[q]),                     # KroneckerDelta(k, q)
         "symbols": {"k": k, "j": j, "q": q, "r": r, "n": n, "w": w, "a": a, "b": b},
     }
+
+
+# --- the indexed form lowered to matrices (what the Program's statements are made of) -----------
+
+_BATCH, _UNITS, _INPUTS = sp.symbols("N K J", integer=True, positive=True)
+_N_IDX = sp.Symbol("i", integer=True, nonnegative=True)       # the example in the batch
+
+
+@dataclass(frozen=True)
+class MatrixSteps:
+    """The per-unit derivatives of u_k = sum_j w_kj a_j + b_k contracted over a batch, as matrices.
+
+    On generic MatrixSymbols delta (N x K), a (N x J), W (K x J), b (K x 1), ones (N x 1):
+    dL/dW[q, r] = sum_i sum_k delta[i, k] du_k/dw_qr (-> delta.T*a), dL/db[q] (-> delta.T*ones),
+    dL/da[i, r] = sum_k delta[i, k] du_k/da_r (-> delta*W), and the forward product sum_j a w (-> a*W.T).
+    """
+
+    delta: sp.MatrixSymbol
+    a: sp.MatrixSymbol
+    W: sp.MatrixSymbol
+    b: sp.MatrixSymbol
+    ones: sp.MatrixSymbol
+    forward: sp.MatrixExpr       # a*W.T (b is added per row)
+    dW: sp.MatrixExpr
+    db: sp.MatrixExpr
+    upstream: sp.MatrixExpr
+
+
+def _to_matrix(contraction: sp.Expr, free: list) -> sp.MatrixExpr:
+    from sympy.tensor.array.expressions.from_array_to_matrix import convert_array_to_matrix
+    from sympy.tensor.array.expressions.from_indexed_to_array import convert_indexed_to_array
+    m = convert_array_to_matrix(convert_indexed_to_array(contraction, first_indices=free))
+    if isinstance(m, sp.matrices.expressions.matexpr.MatrixElement):   # a column, indexed [q, 0]
+        m = m.parent
+    if not isinstance(m, sp.MatrixExpr):
+        raise DerivationError(f"the contraction {contraction} did not lower to a matrix product: {m}")
+    return m
+
+
+@lru_cache(maxsize=1)
+def matrix_steps() -> MatrixSteps:
+    """Lower indexed_steps() mechanically: substitute matrix entries, sum over k and the batch, convert.
+
+    >>> m = matrix_steps()
+    >>> m.dW, m.db, m.upstream, m.forward
+    (delta.T*a, delta.T*ones, delta*W, a*W.T)
+    """
+    steps = indexed_steps()
+    s = steps["symbols"]
+    k, q, r, j = s["k"], s["q"], s["r"], s["j"]
+    i = _N_IDX
+    delta = sp.MatrixSymbol("delta", _BATCH, _UNITS)
+    a = sp.MatrixSymbol("a", _BATCH, _INPUTS)
+    W = sp.MatrixSymbol("W", _UNITS, _INPUTS)
+    b = sp.MatrixSymbol("b", _UNITS, 1)
+    ones = sp.MatrixSymbol("ones", _BATCH, 1)
+
+    def lift(e):
+        """The per-unit expression on one example i, written in matrix entries (0-based)."""
+        e = e.replace(lambda t: isinstance(t, sp.Indexed) and t.base == s["a"], lambda t: a[i, t.indices[0]])
+        e = e.replace(lambda t: isinstance(t, sp.Indexed) and t.base == s["w"],
+                      lambda t: W[t.indices[0], t.indices[1]])
+        return e.replace(lambda t: isinstance(t, sp.Indexed) and t.base == s["b"], lambda t: b[t.indices[0], 0])
+
+    def chain(du):
+        """sum_k delta[i, k] du_k: the chain rule through the layer's pre-activations, on example i."""
+        per = sp.Sum(delta[i, k] * lift(du), (k, 0, _UNITS - 1)).doit()
+        # KroneckerDelta sums come back as Piecewise on "q inside 0..K-1": true by construction.
+        return per.replace(lambda t: isinstance(t, sp.Piecewise), lambda t: t.args[0][0])
+
+    def over_batch(per):
+        """sum_i per; a term with no other entry on example i contracts with a ones vector (1^T delta)."""
+        if not any(isinstance(f, sp.matrices.expressions.matexpr.MatrixElement) and f.parent != delta
+                   for f in sp.Mul.make_args(per)):
+            per = per * ones[i, 0]
+        return sp.Sum(per, (i, 0, _BATCH - 1))
+
+    u = lift(steps["u"]).xreplace({steps["symbols"]["n"]: _INPUTS})
+    product = next(t for t in sp.Add.make_args(u) if isinstance(t, sp.Sum))
+    product = sp.Sum(product.function, (j, 0, _INPUTS - 1))
+    return MatrixSteps(
+        delta, a, W, b, ones,
+        forward=_to_matrix(product, [i, k]),
+        dW=_to_matrix(over_batch(chain(steps["du_dw"])), [q, r]),
+        db=_to_matrix(over_batch(chain(steps["du_db"])), [q]),
+        upstream=_to_matrix(chain(steps["du_da"]), [i, r]),
+    )
+
+
+def _within(expr: sp.Expr) -> sp.Expr:
+    """Take the first branch of a Piecewise on index bounds (K >= j): indices are in range by construction."""
+    def on_indices(pw):
+        cond = pw.args[0][1]
+        return cond != sp.true and all(s.is_integer for s in cond.free_symbols)
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise) and on_indices(e), lambda e: e.args[0][0])
+
+
+@dataclass(frozen=True)
+class SoftmaxSteps:
+    """softmax a_k = e^{z_k} / sum_j e^{z_j} differentiated by SymPy in the indexed form."""
+
+    k: sp.Symbol
+    j: sp.Symbol
+    m: sp.Symbol
+    K: sp.Symbol
+    a: sp.IndexedBase
+    g: sp.IndexedBase
+    y: sp.IndexedBase
+    formula: sp.Expr        # a_k in z
+    raw: sp.Expr            # d a_k / d z_j as sp.diff gave it
+    jacobian: sp.Expr       # the same in a: a_k ([k = j] - a_j)
+    jvp_sum: sp.Expr        # sum_k g_k d a_k / d z_j
+    jvp: sp.Expr            # ... = a_j (g_j - sum_m g_m a_m)
+
+
+@lru_cache(maxsize=1)
+def softmax_steps() -> SoftmaxSteps:
+    """Differentiate the registry's softmax formula by z_j and rewrite the result in the outputs a.
+
+    >>> softmax_steps().jacobian
+    (KroneckerDelta(j, k) - a[j])*a[k]
+    >>> softmax_steps().jvp
+    (g[j] - Sum(a[k]*g[k], (k, 1, K)))*a[j]
+    """
+    f = ACTIVATIONS["softmax"].formula
+    K = next(i for i in f.free_symbols if i.name == "K")
+    k = next(i for i in f.free_symbols if isinstance(i, sp.Symbol) and i.name == "k")
+    j = sp.Symbol("j", integer=True, positive=True)
+    m = sp.Symbol("m", integer=True, positive=True)
+    z, a = sp.IndexedBase("z"), sp.IndexedBase("a")
+    g, y = sp.IndexedBase("g"), sp.IndexedBase("y")
+    dummy = next(s for s in f.atoms(sp.Sum)).variables[0]
+    formula = f.xreplace({dummy: m}).replace(lambda e: isinstance(e, sp.Indexed) and e.base == XV,
+                                              lambda e: z[e.indices[0]])
+    raw = sp.diff(formula, z[j])
+    total = sp.Symbol("S", positive=True)
+    s = next(iter(formula.atoms(sp.Sum)))
+    # e^{z_i} = a_i * S, where S is the softmax denominator.
+    in_a = _within(raw.doit()).xreplace({s: total})
+    in_a = in_a.replace(lambda e: isinstance(e, sp.exp) and isinstance(e.args[0], sp.Indexed),
+                        lambda e: a[e.args[0].indices[0]] * total)
+    jacobian = sp.factor(sp.simplify(in_a))
+    if jacobian.has(total):
+        raise DerivationError(f"softmax Jacobian did not simplify: {jacobian}")
+    jvp_sum = sp.Sum(g[k] * jacobian, (k, 1, K))
+    jvp = sp.factor_terms(_within(jvp_sum.doit()))
+    return SoftmaxSteps(k, j, m, K, a, g, y, formula, raw, jacobian, jvp_sum, jvp)
 
 
 def derive_output(net: Network) -> OutputDelta:

@@ -1,8 +1,4 @@
 """Derivatives of one activation: sp.diff, the kink conventions, and the form in the forward output."""
-import contextlib
-import signal
-import threading
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -11,10 +7,12 @@ import sympy as sp
 from .errors import DerivationError
 from .naming import A, X
 
-# Bounds on deriving one activation: formulas come from untrusted specs, and a short formula can
-# have a derivative SymPy takes minutes over (the parser bounds the formula, not its derivative).
-DERIVE_SECONDS = 20
+# Bounds on deriving one activation, by size, never by time (the same spec must give the same bytes
+# on any machine): formulas come from untrusted specs, and a short formula can have a derivative
+# SymPy takes minutes over (the parser bounds the formula, not its derivative).
 MAX_DERIVATIVE_OPS = 5000
+MAX_INVERT_OPS = 8        # solve a = f(x) for x only for formulas this small (sigmoid: 3, softplus: 3)
+MAX_SIMPLIFY_OPS = 60     # simplify/factor only expressions this small (sigmoid' in a: 12)
 
 # Forms the inversion a = f(x) -> x cannot handle; their derivatives are used in x.
 _NOT_INVERTIBLE = (sp.Piecewise, sp.Heaviside, sp.Max, sp.Min, sp.sign, sp.Abs, sp.erf)
@@ -40,46 +38,71 @@ class ElementwiseDerivative:
         return self.fprime if self.fprime_a is None else self.fprime_a
 
 
-def at_kinks(expr: sp.Expr) -> sp.Expr:
-    """Apply the kink conventions: the left derivative at a kink, and 0 for a jump's Dirac delta.
+def _direction(g: sp.Expr, var: sp.Symbol) -> int:
+    """+1 where g increases with var, -1 where it decreases, 0 when SymPy cannot tell.
 
-    relu'(0) = Heaviside(0, 0) = 0, leaky_relu'(0) = alpha, step'(x) = sign'(x) = 0 (not trainable).
+    Heaviside factors of dg/dvar count as nonnegative (they are 0 or 1); where neither sign is
+    provable and g vanishes at var = 0, the sign of dg/dvar there decides.
     """
-    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside) and (len(e.args) == 1 or e.args[1] == sp.S.Half),
-                        lambda e: sp.Heaviside(e.args[0], 0))
-    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    d = sp.diff(g, var).replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    h = sp.Symbol("h", nonnegative=True)
+    bounded = d.replace(lambda e: isinstance(e, sp.Heaviside), lambda e: h)
+    if d == 0:
+        return 0
+    if bounded.is_nonnegative:
+        return 1
+    if bounded.is_nonpositive:
+        return -1
+    at0 = d.xreplace({var: 0})
+    if g.xreplace({var: 0}) == 0 and at0.is_number and at0 != 0:
+        return 1 if at0 > 0 else -1
+    return 0
+
+
+_LEFT_CLOSED = {1: {">=": ">", "<": "<="}, -1: {">": ">=", "<=": "<"}}
+
+
+def _left_condition(cond, var):
+    """A branch condition with its boundary point on the side var approaches it from below."""
+    if not isinstance(cond, sp.core.relational.Relational) or cond.rel_op not in (">", ">=", "<", "<="):
+        return cond
+    if not cond.has(var):
+        return cond
+    op = _LEFT_CLOSED.get(_direction(cond.lhs - cond.rhs, var), {}).get(cond.rel_op)
+    return cond if op is None else sp.core.relational.Relational(cond.lhs, cond.rhs, op)
+
+
+def at_kinks(expr: sp.Expr, var: sp.Symbol = X) -> sp.Expr:
+    """Apply the kink convention to a derivative in `var`: at a kink, the left derivative.
+
+    One rule for every primitive that jumps: its value at the jump is its limit as `var` comes from
+    below. So relu'(0) = 0, leaky_relu'(0) = alpha, elu'(0) = alpha, abs'(0) = -1,
+    max(x, 0.2x)'(0) = 0.2, and a jump's Dirac delta is 0 (step' = sign' = 0: not trainable).
+    Heaviside(g) takes the value 0 at g = 0 where g increases with var, 1 where it decreases;
+    sign(g) becomes 2 Heaviside(g) - 1 with that value; a Piecewise condition puts its boundary on
+    the left branch. Where SymPy cannot tell the direction, Heaviside(g) at 0 is 0.
+
+    >>> at_kinks(sp.diff(sp.Max(X, X / 5), X))
+    Heaviside(-4*x/5, 1)/5 + Heaviside(4*x/5, 0)
+    """
+    def heaviside(e):
+        return sp.Heaviside(e.args[0], 1 if _direction(e.args[0], var) < 0 else 0)
+
+    def sign(e):
+        return 2 * heaviside(sp.Heaviside(e.args[0])) - 1
+
+    def piecewise(e):
+        return sp.Piecewise(*[(v, _left_condition(c, var)) for v, c in e.args], evaluate=False)
+
+    expr = expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside), heaviside)
+    expr = expr.replace(lambda e: isinstance(e, sp.sign) and e.args[0].has(var), sign)
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), piecewise)
 
 
 def diff(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
-    """sp.diff with the kink conventions applied."""
-    return at_kinks(sp.diff(expr, var))
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Raise TimeoutError if the block runs longer than `seconds` (main thread only; else no limit).
-
-    Limits nest: an inner limit never extends an outer one, and the outer one is re-armed with
-    what is left of it when the inner block ends (an expired outer limit fires at once).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _expire(signum, frame):
-        raise TimeoutError(f"took longer than {seconds:g} s")
-
-    start = time.monotonic()
-    outer, _ = signal.getitimer(signal.ITIMER_REAL)
-    old = signal.signal(signal.SIGALRM, _expire)
-    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer) if outer else seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-        if outer:
-            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
+    """sp.diff with the kink convention applied."""
+    return at_kinks(sp.diff(expr, var), var)
 
 
 def agree_numerically(e1: sp.Expr, e2: sp.Expr, var: sp.Symbol, points=(-2.3, -0.7, 0.4, 1.9)) -> bool:
@@ -97,28 +120,29 @@ def _candidates(f: sp.Expr, fprime: sp.Expr):
     if not direct.has(X):
         yield direct, None
     # Inversion only for a chain of unary functions of x; solve() on anything else is slow and futile.
-    if f.has(*_NOT_INVERTIBLE) or sum(1 for e in sp.preorder_traversal(f) if e == X) != 1:
+    if (f.has(*_NOT_INVERTIBLE) or sum(1 for e in sp.preorder_traversal(f) if e == X) != 1
+            or sp.count_ops(f) > MAX_INVERT_OPS):
         return
-    with time_limit(3):
-        inverses = sp.solve(sp.Eq(A, f), X, check=False)   # the candidate is proven below
+    inverses = sp.solve(sp.Eq(A, f), X, check=False)   # the candidate is proven below
     for inv in inverses:
         yield fprime.xreplace({X: inv}), inv
 
 
 def _output_form(f: sp.Expr, fprime: sp.Expr) -> tuple[sp.Expr | None, sp.Expr | None]:
     """Find g with f'(x) = g(f(x)): substitute or solve, simplify, then prove g(f(x)) - f'(x) == 0."""
-    if not fprime.has(X):
+    if not fprime.has(X) or sp.count_ops(fprime) > MAX_SIMPLIFY_OPS:
         return None, None
     try:
         for g, inv in _candidates(f, fprime):
-            with time_limit(3):
-                simple = sp.simplify(g)
-                g = min((g, simple, sp.factor(simple)), key=sp.count_ops)
-                if g.has(X) or sp.count_ops(g) > sp.count_ops(fprime):
-                    continue
-                if sp.simplify(g.xreplace({A: f}) - fprime) == 0 and agree_numerically(g.xreplace({A: f}), fprime, X):
-                    return g, inv
-    except (TimeoutError, NotImplementedError, ValueError, TypeError):
+            if sp.count_ops(g) > MAX_SIMPLIFY_OPS:
+                continue
+            simple = sp.simplify(g)
+            g = min((g, simple, sp.factor(simple)), key=sp.count_ops)
+            if g.has(X) or sp.count_ops(g) > sp.count_ops(fprime):
+                continue
+            if sp.simplify(g.xreplace({A: f}) - fprime) == 0 and agree_numerically(g.xreplace({A: f}), fprime, X):
+                return g, inv
+    except (NotImplementedError, ValueError, TypeError):
         pass
     return None, None
 
@@ -128,20 +152,19 @@ def derive_elementwise(f: sp.Expr) -> ElementwiseDerivative:
     """Differentiate an activation formula in X and rewrite f' in terms of a = f(x) where provable.
 
     Raises:
-        DerivationError: no usable derivative, a derivative of more than MAX_DERIVATIVE_OPS
-            operations, or more than DERIVE_SECONDS of SymPy work.
+        DerivationError: no usable derivative, or a derivative of more than MAX_DERIVATIVE_OPS
+            operations (or nested too deeply for SymPy's recursion).
     """
     try:
-        with time_limit(DERIVE_SECONDS):
-            fprime = diff(f, X)
-            if fprime.has(sp.Derivative, sp.Subs, sp.zoo, sp.nan):
-                raise DerivationError(f"SymPy found no usable derivative of {f}: {fprime}; "
-                                      "write the activation with functions SymPy can differentiate")
-            ops = sp.count_ops(fprime)
-            if ops > MAX_DERIVATIVE_OPS:
-                raise DerivationError(f"the derivative of {f} has {ops} operations, more than "
-                                      f"{MAX_DERIVATIVE_OPS}; simplify the formula")
-            fprime_a, inverse = _output_form(f, fprime)
-    except (TimeoutError, RecursionError):
-        raise DerivationError(f"differentiating {f} took longer than {DERIVE_SECONDS} s; simplify the formula") from None
+        fprime = diff(f, X)
+        if fprime.has(sp.Derivative, sp.Subs, sp.zoo, sp.nan):
+            raise DerivationError(f"SymPy found no usable derivative of {f}: {fprime}; "
+                                  "write the activation with functions SymPy can differentiate")
+        ops = sp.count_ops(fprime)
+        if ops > MAX_DERIVATIVE_OPS:
+            raise DerivationError(f"the derivative of {f} has {ops} operations, more than "
+                                  f"{MAX_DERIVATIVE_OPS}; simplify the formula")
+        fprime_a, inverse = _output_form(f, fprime)
+    except RecursionError:
+        raise DerivationError(f"the formula {f} is nested too deeply to differentiate; simplify it") from None
     return ElementwiseDerivative(f, fprime, fprime_a, inverse)

@@ -28,11 +28,11 @@ from sympy.printing.precedence import PRECEDENCE
 
 from . import naming
 from .activations import ACTIVATIONS, XV, K
-from .backprop import Derivation, derive, hidden_delta
+from .backprop import Derivation, _within, derive, hidden_delta, softmax_steps
 from .elementwise import at_kinks, derive_elementwise
 from .errors import DerivationError, NnderiveError
 from .losses import LOSSES
-from .naming import A, G, LOGP, X, Y, YHAT
+from .naming import A, G, LOGP, X, Y, YHAT, YSUM
 from .spec import Network
 
 # --- names -------------------------------------------------------------------------------------------
@@ -415,75 +415,6 @@ def _numeric_matrix(expr: sp.MatrixExpr, values: dict) -> np.ndarray:
 
 # --- derived steps the document shows ---------------------------------------------------------------
 
-def _within(expr: sp.Expr) -> sp.Expr:
-    """Take the first branch of a Piecewise on index bounds (K >= j): indices are in range by construction."""
-    def on_indices(pw):
-        cond = pw.args[0][1]
-        return cond != sp.true and all(s.is_integer for s in cond.free_symbols)
-    return expr.replace(lambda e: isinstance(e, sp.Piecewise) and on_indices(e), lambda e: e.args[0][0])
-
-
-@dataclass(frozen=True)
-class SoftmaxSteps:
-    """softmax a_k = e^{z_k} / sum_j e^{z_j} differentiated by SymPy in the indexed form."""
-
-    k: sp.Symbol
-    j: sp.Symbol
-    m: sp.Symbol
-    K: sp.Symbol
-    a: sp.IndexedBase
-    g: sp.IndexedBase
-    y: sp.IndexedBase
-    formula: sp.Expr        # a_k in z
-    raw: sp.Expr            # d a_k / d z_j as sp.diff gave it
-    jacobian: sp.Expr       # the same in a: a_k ([k = j] - a_j)
-    jvp_sum: sp.Expr        # sum_k g_k d a_k / d z_j
-    jvp: sp.Expr            # ... = a_j (g_j - sum_m g_m a_m)
-
-
-def softmax_steps() -> SoftmaxSteps:
-    """Differentiate the registry's softmax formula by z_j and rewrite the result in the outputs a.
-
-    >>> softmax_steps().jacobian
-    (KroneckerDelta(j, k) - a[j])*a[k]
-    """
-    return _softmax_steps()
-
-
-def _softmax_steps_impl() -> SoftmaxSteps:
-    f = ACTIVATIONS["softmax"].formula
-    k = next(i for i in f.free_symbols if isinstance(i, sp.Symbol) and i.name == "k")
-    j = sp.Symbol("j", integer=True, positive=True)
-    m = sp.Symbol("m", integer=True, positive=True)
-    z, a = sp.IndexedBase("z"), sp.IndexedBase("a")
-    g, y = sp.IndexedBase("g"), sp.IndexedBase("y")
-    dummy = next(s for s in f.atoms(sp.Sum)).variables[0]
-    formula = f.xreplace({dummy: m}).replace(lambda e: isinstance(e, sp.Indexed) and e.base == XV,
-                                              lambda e: z[e.indices[0]])
-    raw = sp.diff(formula, z[j])
-    total = sp.Symbol("S", positive=True)
-    s = next(iter(formula.atoms(sp.Sum)))
-    # e^{z_i} = a_i * S, where S is the softmax denominator.
-    in_a = _within(raw.doit()).xreplace({s: total})
-    in_a = in_a.replace(lambda e: isinstance(e, sp.exp) and isinstance(e.args[0], sp.Indexed),
-                        lambda e: a[e.args[0].indices[0]] * total)
-    jacobian = sp.factor(sp.simplify(in_a))
-    if jacobian.has(total):
-        raise DerivationError(f"softmax Jacobian did not simplify: {jacobian}")
-    jvp_sum = sp.Sum(g[k] * jacobian, (k, 1, K))
-    jvp = sp.factor_terms(_within(jvp_sum.doit()))
-    return SoftmaxSteps(k, j, m, K, a, g, y, formula, raw, jacobian, jvp_sum, jvp)
-
-
-_SOFTMAX: list = []
-
-
-def _softmax_steps() -> SoftmaxSteps:
-    if not _SOFTMAX:
-        _SOFTMAX.append(_softmax_steps_impl())
-    return _SOFTMAX[0]
-
-
 # --- layout of long formulas ----------------------------------------------------------------------------
 
 WIDTH = 76   # about the characters of math that fit on one line of the document
@@ -816,14 +747,19 @@ def _output(p: Pieces) -> dict:
                                    lambda e: out.dloss_da.xreplace({A: s.a[e.indices[0]], Y: s.y[e.indices[0]]}))
             expanded = sp.factor_terms(sp.expand(with_g))
             cond = out.condition
+            ysum = sp.Sum(s.y[k], (k, 1, s.K))
             used = expanded.replace(
                 lambda e: isinstance(e, sp.Sum) and isinstance(e.function, sp.Indexed) and e.function.base == s.y,
-                lambda e: cond.rhs)
+                lambda e: cond.rhs if cond is not None else YSUM)
             final = out.expr.xreplace({A: aj, Y: s.y[j]})
             if sp.simplify(used - final) != 0:
                 raise DerivationError(f"the fused softmax delta {out.expr} does not follow from {expanded}")
-            cond_tex = latex(sp.Eq(sp.Sum(s.y[k], (k, 1, s.K)), cond.rhs))
-            steps.append(Equation.chain("", expanded, final, note=_text("using ") + cond_tex))
+            if cond is not None:
+                note = _text("using ") + latex(sp.Eq(ysum, cond.rhs))
+            else:
+                final = final.xreplace({YSUM: ysum})
+                note = _text("for any targets (their sum is not assumed to be 1)")
+            steps.append(Equation.chain("", expanded, final, note=note))
         raw_note = Equation.chain(_partial(ell, latex(sp.IndexedBase(symbol(naming.pre(L)))[1])),
                                   _instance(out.raw, L))
     batch = Equation.chain(latex(symbol(naming.delta(L))), p.delta(L), note=_shape(N, net.sizes[L]))
@@ -865,6 +801,9 @@ def typeset(d: Derivation, expanded: bool = False) -> dict:
     Text fields (name, activation names, formula text) are returned raw: the caller escapes them
     for its output format.
     """
+    from .program import program
+    prog = program(d) if not isinstance(d, Derivation) else program(d.network)
+    d = prog.derivation
     p = Pieces(d)
     net = p.network
     layers = _layers_info(p)

@@ -8,6 +8,7 @@ Y = sp.Symbol("y", real=True)          # a target element
 YHAT = sp.Symbol("yhat", real=True)    # a prediction element
 LOGP = sp.Symbol("logp", real=True)    # log of a prediction, computed stably from logits
 G = sp.Symbol("g", real=True)          # an upstream gradient dL/da
+YSUM = sp.Symbol("ysum", real=True)    # the sum of one example's targets over the units
 
 
 def weight(l: int) -> str:

@@ -1,47 +1,72 @@
-"""A plain-text account of a derivation, for the terminal."""
+"""A plain-text account of a Program, for the terminal: its statements, in the code's names."""
 import sympy as sp
+from sympy.printing.str import StrPrinter
 
-from .backprop import derive, hidden_delta
-from .naming import A, G, LOGP, X, Y
-from .spec import Network
+from . import naming
+from .program import SCALE, Program, program
+
+
+class PlainPrinter(StrPrinter):
+    """sstr with the Program's nodes in matrix notation: a @ W.T, delta.sum(axis=0) ..."""
+
+    def _print_Dot(self, e):
+        return f"{self.parenthesize(e.args[0], 60)} @ {self.parenthesize(e.args[1], 60)}"
+
+    def _print_T(self, e):
+        return f"{self.parenthesize(e.args[0], 999)}.T"
+
+    def _print_BatchSum(self, e):
+        return f"{self.parenthesize(e.args[0], 999)}.sum(axis=0)"
+
+    def _print_UnitSum(self, e):
+        return f"{self.parenthesize(e.args[0], 999)}.sum(axis=1)"
+
+    def _print_Total(self, e):
+        return f"sum({self._print(e.args[0])})"
+
+    def _print_Like(self, e):
+        return self._print(e.args[0])
+
+    def _print_LogSoftmax(self, e):
+        return f"log_softmax({self._print(e.args[0])})"
+
+    def _print_Sigmoid(self, e):
+        return f"sigmoid({self._print(e.args[0])})"
+
+    def _print_Softplus(self, e):
+        return f"softplus({self._print(e.args[0])})"
+
+
+def plain(expr) -> str:
+    """One Program expression in plain text (scale shown as 1/n, what backward is called with)."""
+    return PlainPrinter().doprint(sp.sympify(expr).xreplace({SCALE: 1 / sp.Symbol("n")}))
 
 
 def _named(expr: sp.Expr, l: int) -> str:
-    names = {X: sp.Symbol(f"z{l}"), A: sp.Symbol(f"a{l}"), Y: sp.Symbol("y"), LOGP: sp.Symbol("logp"),
-             G: sp.Symbol(f"(delta{l + 1} @ W{l + 1})")}
-    return sp.sstr(expr.xreplace(names))
+    from .naming import A, X
+    return plain(expr.xreplace({X: naming.array(naming.pre(l)), A: naming.array(naming.act(l))}))
 
 
-def summary(net: Network) -> str:
-    """The derived equations of every layer, in the notation of the generated code."""
-    d = derive(net)
-    L = d.depth
-    lines = [f"{net.name}: {net.describe()}",
-             "  forward     z{l} = a{l-1} @ W{l}.T + b{l},  a0 = x"]
+def summary(net) -> str:
+    """The derivation of every layer and the Program's backward statements, in the generated code's names."""
+    prog: Program = program(net)
+    d = prog.derivation
+    lines = [f"{prog.network.name}: {prog.network.describe()}"]
     for layer in d.layers:
         l = layer.index
         if layer.vector:
-            lines.append(f"  layer {l}     a{l} = softmax(z{l}) = exp(z{l}) / sum_k exp(z{l}_k)")
+            lines.append(f"  layer {l}     a{l} = softmax(z{l})")
             continue
         ew = layer.elementwise
         lines.append(f"  layer {l}     a{l} = {layer.activation}(z{l}) = {_named(ew.f, l)}")
         rewritten = f" = {_named(ew.fprime_a, l)}" if ew.fprime_a is not None else ""
         lines.append(f"              {layer.activation}'(z{l}) = {_named(ew.fprime, l)}{rewritten}")
-    out = d.output
     how = {"fused": "fused, simplified by SymPy", "chain": "dL/da * f'(z)",
-           "jvp": "softmax Jacobian-vector product with g = dL/da"}[out.kind]
-    cond = ", using sum(y) = 1" if out.condition is not None else ""
-    if out.kind == "jvp":
-        lines.append(f"  output      delta{L} = a{L} * (g - sum(g * a{L})) / n,  g = {_named(out.expr, L)}  ({how})")
-    else:
-        lines.append(f"  output      delta{L} = dL/dz{L} = ({_named(out.expr, L)}) / n  ({how}{cond})")
-    for layer in reversed(d.layers[:-1]):
-        l = layer.index
-        if layer.vector:
-            lines.append(f"  recurrence  delta{l} = a{l} * (g - sum(g * a{l})),  g = delta{l + 1} @ W{l + 1}")
-        else:
-            lines.append(f"  recurrence  delta{l} = {_named(hidden_delta(layer), l)}")
-    lines.append("  gradients   dW{l} = delta{l}.T @ a{l-1},  db{l} = delta{l}.sum(axis=0)")
-    lines.append(f"  loss        L = mean over the batch of sum_k {_named(out.loss_expr, L)}"
-                 f"  (computed from {out.loss_from.replace('_', '-')})")
+           "jvp": "softmax Jacobian-vector product with g = dL/da"}[d.output.kind]
+    for title, statements in (("forward", prog.forward), ("backward", prog.backward), ("loss", prog.loss)):
+        for i, s in enumerate(statements):
+            label = f"  {title:<11} " if i == 0 else " " * 14
+            note = f"  ({how})" if s.name == naming.delta(d.depth) and s.op == "=" else ""
+            lines.append(f"{label}{s.name} {s.op} {plain(s.expr)}{note}")
+    lines.append(f"              L = total / n  (computed from {d.output.loss_from.replace('_', '-')})")
     return "\n".join(lines)

@@ -98,6 +98,11 @@ class Network:
             return parse_formula(layer.formula, self.source, _place(self, "formula", l))
         return ACTIVATIONS[layer.activation].bind(**layer.params)
 
+    def init_gain(self, l: int) -> float:
+        """Layer l's weights start normal with variance gain / n_in (the registry entry's gain; 1 for a formula)."""
+        layer = self.layers[l - 1]
+        return 1 if layer.formula is not None else ACTIVATIONS[layer.activation].gain
+
     def is_vector(self, l: int) -> bool:
         layer = self.layers[l - 1]
         return layer.formula is None and ACTIVATIONS[layer.activation].vector

@@ -8,7 +8,6 @@ import numpy as np
 import sympy as sp
 
 from .activations import softmax_instance
-from .backprop import Derivation, derive
 from .elementwise import at_kinks
 from .errors import SpecError
 from .losses import LOSSES
@@ -159,76 +158,10 @@ def symbolic_gradients(net: Network, params: dict, x: np.ndarray, y: np.ndarray)
                                ).reshape(params[name].shape) for name, M in P.items()}
 
 
-# --- the layer-level derivation, evaluated in SymPy, for the proof ---------------------------------
-
-def layer_gradients(d: Derivation, P: dict, x: np.ndarray, y: np.ndarray) -> dict:
-    """dW, db from the derived deltas (the recurrence), built in SymPy on the same symbols as P."""
-    net = d.network
-    yy = _targets(net, y)
-    n = len(x)
-    grads = {name: sp.zeros(*M.shape) for name, M in P.items()}
-    for row, target in zip(x, yy):
-        acts = [[sp.Rational(float(v)) for v in row]]
-        pres = []
-        for l in range(1, net.depth + 1):
-            W, b = P[f"W{l}"], P[f"b{l}"]
-            z = [sum((W[k, j] * acts[-1][j] for j in range(len(acts[-1]))), sp.S.Zero) + b[k]
-                 for k in range(W.shape[0])]
-            pres.append(z)
-            acts.append(_activate(net, l, z))
-        out, aL, zL = d.output, acts[-1], pres[-1]
-        t = [sp.Rational(float(v)) for v in target]
-        logp = [sp.log(p) for p in aL]
-        sub = [{X: zk, A: ak, Y: tk, LOGP: lk} for zk, ak, tk, lk in zip(zL, aL, t, logp)]
-        if out.kind == "jvp":
-            g = [out.expr.xreplace(s) for s in sub]
-            dot = sum(gk * ak for gk, ak in zip(g, aL))
-            delta = [ak * (gk - dot) for gk, ak in zip(g, aL)]
-        else:
-            delta = [out.expr.xreplace(s) for s in sub]
-        for l in range(net.depth, 0, -1):
-            prev = acts[l - 1]
-            for k, dk in enumerate(delta):
-                grads[f"b{l}"][k] += dk / n
-                for j, pj in enumerate(prev):
-                    grads[f"W{l}"][k, j] += dk * pj / n
-            if l == 1:
-                break
-            W = P[f"W{l}"]
-            g = [sum((delta[k] * W[k, j] for k in range(len(delta))), sp.S.Zero) for j in range(len(prev))]
-            below = d.layers[l - 2]
-            if below.vector:
-                dot = sum(gj * aj for gj, aj in zip(g, prev))
-                delta = [aj * (gj - dot) for gj, aj in zip(g, prev)]
-            else:
-                factor = below.factor
-                delta = [gj * factor.xreplace({X: zj, A: aj}) for gj, zj, aj in zip(g, pres[l - 2], prev)]
-    return grads
-
-
 def prove(net: Network, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
-    """The layer-level derivation equals sp.diff of the expanded loss, weight by weight.
-
-    Both are exact SymPy expressions in the weights; their difference is evaluated at `points`
-    random rational points to DIGITS digits. Returns (parameter, largest |difference|) pairs.
-    """
-    d = derive(net)
-    P = param_symbols(net)
-    rng = np.random.default_rng(seed)
-    x, y = sample_batch(net, rng, 2)
-    L = expanded_loss(net, P, x, y)
-    layered = layer_gradients(d, P, x, y)
-    worst = {name: 0.0 for name in P}
-    exact = {name: [at_kinks(sp.diff(L, s)) for s in M] for name, M in P.items()}
-    with mpmath.workdps(DIGITS):
-        for _ in range(points):
-            values = {s: mpmath.mpf(int(rng.integers(-900, 900))) / 1000 for M in P.values() for s in M}
-            memo = {}
-            for name in P:
-                for idx, e in enumerate(exact[name]):
-                    diff = evaluate(e, values, memo) - evaluate(layered[name][idx], values, memo)
-                    worst[name] = max(worst[name], abs(float(diff)))
-    return list(worst.items())
+    """The printed Program equals sp.diff of the expanded loss: see derive.proof.prove."""
+    from .proof import prove as prove_program
+    return prove_program(net, points, seed)
 
 
 # --- the numeric checks -----------------------------------------------------------------------------

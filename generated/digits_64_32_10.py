@@ -10,6 +10,15 @@ PARAM_SHAPES = {
 }
 
 
+def _log_softmax(z):
+    """log(softmax(z)) over each row without overflow: z minus its row maximum, minus the log of the row sum of exp."""
+    # The row maximum is taken over a transposed copy: NumPy reduces along short rows (a few
+    # classes) element by element, ~10x slower than across the rows of the copy at batch 1024.
+    logp = z - np.ascontiguousarray(z.T).max(axis=0)[:, None]
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return logp
+
+
 def init_params(seed=0, dtype=np.float64):
     """Normal weights scaled by fan-in (He for rectifiers, LeCun otherwise) and zero biases."""
     rng = np.random.default_rng(seed)
@@ -55,15 +64,14 @@ def _forward(params, x):
     z2 = a1.dot(params["W2"].T)
     z2 += params["b2"]
     # softmax, through a stable log-softmax
-    logp = z2 - np.ascontiguousarray(z2.T).max(axis=0)[:, None]
-    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    logp = _log_softmax(z2)
     a2 = np.exp(logp)
     return a1, logp, a2
 
 
 def _loss(y, logp):
     """The batch mean of the per-example sparse categorical cross-entropy, as a Python float."""
-    return -float(np.vdot(logp, y)) / y.shape[0]
+    return float(-np.vdot(logp, y)) / y.shape[0]
 
 
 def _backward(params, y, scale, x, a1, a2):
@@ -74,12 +82,12 @@ def _backward(params, y, scale, x, a1, a2):
     n = len(x)
     # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
     ones = np.ones(n, x.dtype) if n > 1 else None
-    # dL/dz2 = a2 - y (fused: derived and simplified by SymPy, using sum(y) = 1)
+    # dL/dz2 (fused: derived and simplified by SymPy, using sum(y) = 1 (one-hot labels))
     delta2 = a2 - y
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
-    # dL/dz1 = (delta2 @ W2) * tanh', tanh' = 1 - a1**2
+    # dL/dz1: delta2 back through W2, times tanh' = 1 - a1**2
     delta1 = delta2.dot(params["W2"])
     delta1 *= 1 - a1**2
     dW1 = delta1.T.dot(x)

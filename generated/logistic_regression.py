@@ -76,7 +76,7 @@ def _backward(params, y, scale, x, a1):
     n = len(x)
     # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
     ones = np.ones(n, x.dtype) if n > 1 else None
-    # dL/dz1 = a1 - y (fused: derived and simplified by SymPy)
+    # dL/dz1 (fused: derived and simplified by SymPy)
     delta1 = a1 - y
     delta1 *= scale
     dW1 = delta1.T.dot(x)

@@ -74,7 +74,7 @@ def _forward(params, x):
 def _loss(y, a2):
     """The batch mean of the per-example mean squared error, as a Python float."""
     r = a2 - y
-    return 0.5 * float(np.vdot(r, r)) / y.shape[0]
+    return float(0.5*np.vdot(r, r)) / y.shape[0]
 
 
 def _backward(params, y, scale, x, z1, t1_0, a1, z2, a2):
@@ -85,12 +85,12 @@ def _backward(params, y, scale, x, z1, t1_0, a1, z2, a2):
     n = len(x)
     # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
     ones = np.ones(n, x.dtype) if n > 1 else None
-    # dL/dz2 = (a2 - y)*np.where(z2 > 0, 1, 0.1) (dL/da * f'(z))
+    # dL/dz2 (dL/da * f'(z))
     delta2 = np.where(z2 > 0, a2 - y, 0.1*a2 - 0.1*y)
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
-    # dL/dz1 = (delta2 @ W2) * mish', mish' = t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
+    # dL/dz1: delta2 back through W2, times mish' = t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
     delta1 = delta2.dot(params["W2"])
     delta1 *= t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
     dW1 = delta1.T.dot(x)

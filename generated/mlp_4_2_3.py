@@ -72,7 +72,7 @@ def _forward(params, x):
 def _loss(y, a2):
     """The batch mean of the per-example mean squared error, as a Python float."""
     r = a2 - y
-    return 0.5 * float(np.vdot(r, r)) / y.shape[0]
+    return float(0.5*np.vdot(r, r)) / y.shape[0]
 
 
 def _backward(params, y, scale, x, z1, a1, a2):
@@ -83,12 +83,12 @@ def _backward(params, y, scale, x, z1, a1, a2):
     n = len(x)
     # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
     ones = np.ones(n, x.dtype) if n > 1 else None
-    # dL/dz2 = a2*(1 - a2)*(a2 - y) (dL/da * f'(z))
+    # dL/dz2 (dL/da * f'(z))
     delta2 = a2*(1 - a2)*(a2 - y)
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
-    # dL/dz1 = (delta2 @ W2) * relu', relu' = (z1 > 0)
+    # dL/dz1: delta2 back through W2, times relu' = (z1 > 0)
     delta1 = delta2.dot(params["W2"])
     delta1 *= (z1 > 0)
     dW1 = delta1.T.dot(x)

@@ -69,7 +69,7 @@ def _forward(params, x):
 def _loss(y, a3):
     """The batch mean of the per-example mean squared error, as a Python float."""
     r = a3 - y
-    return 0.5 * float(np.vdot(r, r)) / y.shape[0]
+    return float(0.5*np.vdot(r, r)) / y.shape[0]
 
 
 def _backward(params, y, scale, x, a1, a2, a3):
@@ -80,17 +80,17 @@ def _backward(params, y, scale, x, a1, a2, a3):
     n = len(x)
     # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
     ones = np.ones(n, x.dtype) if n > 1 else None
-    # dL/dz3 = a3 - y (dL/da * f'(z))
+    # dL/dz3 (dL/da * f'(z))
     delta3 = a3 - y
     delta3 *= scale
     dW3 = delta3.T.dot(a2)
     db3 = ones.dot(delta3) if n > 1 else delta3[0]
-    # dL/dz2 = (delta3 @ W3) * tanh', tanh' = 1 - a2**2
+    # dL/dz2: delta3 back through W3, times tanh' = 1 - a2**2
     delta2 = delta3.dot(params["W3"])
     delta2 *= 1 - a2**2
     dW2 = delta2.T.dot(a1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
-    # dL/dz1 = (delta2 @ W2) * tanh', tanh' = 1 - a1**2
+    # dL/dz1: delta2 back through W2, times tanh' = 1 - a1**2
     delta1 = delta2.dot(params["W2"])
     delta1 *= 1 - a1**2
     dW1 = delta1.T.dot(x)

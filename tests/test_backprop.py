@@ -5,7 +5,7 @@ import pytest
 import sympy as sp
 
 from derive.backprop import derive
-from derive.naming import A, Y
+from derive.naming import A, Y, YSUM
 from derive.spec import Dense, Network
 from derive.verify import prove
 
@@ -30,29 +30,50 @@ def test_layer_derivation_equals_expanded_derivative(hidden, out, loss):
         assert worst < 1e-30, (param, worst)
 
 
-def test_proof_catches_a_wrong_recurrence(monkeypatch):
-    """The proof is not vacuous: a wrong activation derivative in the recurrence is detected."""
-    import derive.verify as verify
-    net = Network("proof", 2, [Dense(2, "tanh"), Dense(2, "softmax")], loss="cce")
-    real = verify.layer_gradients
+def _planted(prog, name, change):
+    """The Program with the first statement writing `name` that `change(expr)` alters, altered."""
+    import dataclasses
+    passes, done = {}, False
+    for key, statements in prog.passes().items():
+        out = []
+        for s in statements:
+            if s.name == name and not done and change(s.expr) != s.expr:
+                s, done = dataclasses.replace(s, expr=change(s.expr)), True
+            out.append(s)
+        passes[key] = tuple(out)
+    assert done, f"nothing to plant in {name}"
+    return dataclasses.replace(prog, **passes)
 
-    def wrong(d, P, x, y):
-        layers = list(d.layers)
-        layers[0] = type(layers[0])(**{**layers[0].__dict__, "factor": 1 - A})   # tanh' = 1 - a, not 1 - a**2
-        return real(type(d)(d.network, tuple(layers), d.output, d.loss, d.indexed), P, x, y)
 
-    monkeypatch.setattr(verify, "layer_gradients", wrong)
-    worst = dict(verify.prove(net))
-    assert worst["W1"] > 1e-6 and worst["W2"] < 1e-30
+@pytest.mark.parametrize("name, change, wrong", [
+    ("delta1", lambda e: e.xreplace({sp.Symbol("a1", real=True) ** 2: sp.Symbol("a1", real=True)}), "W1"),
+    ("dW1", lambda e: 1.001 * e, "W1"),
+    ("delta2", lambda e: e + sp.Symbol("y", real=True) * sp.Rational(1, 100), "W2"),
+    ("total", lambda e: e * sp.Rational(101, 100), "loss"),
+])
+def test_proof_catches_a_planted_error_in_the_printed_statements(name, change, wrong):
+    """The proof is not vacuous: it runs the Program's own statements, so an error in one is found."""
+    from derive.program import program
+    from derive.proof import prove as prove_program
+    prog = program(Network("proof", 2, [Dense(2, "tanh"), Dense(2, "softmax")], loss="cce"))
+    assert max(dict(prove_program(prog)).values()) < 1e-30
+    worst = dict(prove_program(_planted(prog, name, change)))
+    assert worst[wrong] > 1e-6
+    if name == "delta1":
+        assert worst["W2"] < 1e-30          # the error enters at layer 1: layer 2 stays right
 
 
 @pytest.mark.parametrize("out, loss", [("sigmoid", "bce"), ("softmax", "cce"), ("softmax", "sparse_cce")])
 def test_fused_deltas_come_out_of_the_derivation(out, loss):
     d = derive(Network("fused", 3, [Dense(2 if out == "softmax" else 1, out)], loss=loss))
     assert d.output.kind == "fused"
-    assert sp.expand(d.output.expr - (A - Y)) == 0
-    if out == "softmax":
-        assert d.output.condition is not None      # it used sum(y) = 1
+    if loss == "cce":
+        # a cce target need not be one-hot: the delta holds for any row sum, a * sum(y) - y
+        assert sp.expand(d.output.expr - (A * YSUM - Y)) == 0 and d.output.condition is None
+    else:
+        assert sp.expand(d.output.expr - (A - Y)) == 0
+    if loss == "sparse_cce":
+        assert d.output.condition is not None      # sum(y) = 1 by construction: one-hot of a label
 
 
 def test_unfused_softmax_uses_the_jacobian_vector_product():

@@ -3,14 +3,28 @@ import pytest
 import sympy as sp
 
 from codegen.printer import NumPyPrinter, print_numpy
+from derive.nodes import BatchSum, Dot, Like, LogSoftmax, T, Total, UnitSum
 
-z, a, y = sp.symbols("z1 a1 y", real=True)
+z, a, y, g, delta, x = sp.symbols("z1 a1 y g delta1 x", real=True)
 
 GOLDEN = [
     (sp.tanh(z), "np.tanh(z1)"),
     (sp.Max(z, 0), "np.maximum(z1, 0)"),
     (sp.Max(0, z), "np.maximum(z1, 0)"),
-    (sp.Heaviside(z, 0), "(z1 > 0)"),
+    (sp.Heaviside(z, 0), "np.heaviside(z1, 0)"),             # on its own: in z1's dtype
+    (g * sp.Heaviside(z, 0), "g*(z1 > 0)"),                  # multiplying an array: a mask
+    (-sp.Heaviside(z, 0) * sp.sign(y - a), "-np.sign(-a1 + y)*(z1 > 0)"),   # never -(mask)
+    (g * (sp.Heaviside(-z, 1) / 5 + sp.Heaviside(z, 0)), "g*(0.2*np.heaviside(-z1, 1) + np.heaviside(z1, 0))"),
+    (Dot(x, T(sp.Symbol("W1", real=True))), "x.dot(W1.T)"),
+    (Dot(T(delta), x), "delta1.T.dot(x)"),
+    (BatchSum(delta), "ones.dot(delta1) if n > 1 else delta1[0]"),
+    (a * (g - UnitSum(a * g)), "a1*(g - (a1*g).sum(axis=1, keepdims=True))"),
+    (-Total(a * y), "-np.vdot(a1, y)"),
+    (Total(z**2) / 2, "0.5*np.vdot(z1, z1)"),
+    (Total(sp.Abs(a - y)), "(np.abs(a1 - y)).sum()"),
+    (Like(0, a), "np.zeros_like(a1)"),
+    (Like(sp.Rational(1, 2), a), "np.full_like(a1, 0.5)"),
+    (LogSoftmax(z), "_log_softmax(z1)"),
     (sp.Piecewise((z, z > 0), (z / 10, True)), "np.where(z1 > 0, z1, 0.1*z1)"),
     (1 / (1 + sp.exp(-z)), "_sigmoid(z1)"),
     (sp.log(1 + sp.exp(z)), "np.logaddexp(0, z1)"),
@@ -48,3 +62,13 @@ def test_sigmoid_ratio_is_rewritten_without_overflow():
     """exp(-z)/(1 + exp(-z))**2 would be inf/inf at z = -1e4."""
     text = print_numpy(sp.exp(-z) / (1 + sp.exp(-z)) ** 2)
     assert "_sigmoid" in text and "np.exp(-z1)" not in text
+
+
+def test_parameters_are_read_from_params():
+    p = NumPyPrinter(params=["W2"])
+    assert p.doprint(Dot(delta, sp.Symbol("W2", real=True))) == 'delta1.dot(params["W2"])'
+
+
+def test_a_mask_factor_stays_a_comparison_in_place():
+    assert NumPyPrinter().factor(sp.Heaviside(z, 0)) == "(z1 > 0)"
+    assert NumPyPrinter().factor(1 - a**2) == "1 - a1**2"

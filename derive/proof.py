@@ -1,0 +1,186 @@
+"""The proof: the printed Program, run exactly on small instances, equals sp.diff of the scalar expansion.
+
+`run` executes a Program's statements on NumPy object arrays of mpmath numbers (40 digits), with
+the same node semantics the printer gives them; `prove` compares what it computes for every weight
+with plain `sp.diff` of the loss expanded into scalars (one Symbol per weight). So the proof is of
+the statements the module prints, not of a copy of the recurrence.
+"""
+import mpmath
+import numpy as np
+import sympy as sp
+
+from . import nodes
+from .errors import VerificationError
+from .program import SCALE, Program, program
+
+DIGITS = 40
+
+_FUNCS = {sp.exp: mpmath.exp, sp.log: mpmath.log, sp.tanh: mpmath.tanh, sp.erf: mpmath.erf,
+          sp.sinh: mpmath.sinh, sp.cosh: mpmath.cosh, sp.sin: mpmath.sin, sp.cos: mpmath.cos,
+          sp.tan: mpmath.tan, sp.atan: mpmath.atan, sp.asinh: mpmath.asinh, sp.Abs: abs,
+          sp.sign: mpmath.sign, sp.cot: mpmath.cot, sp.acosh: mpmath.acosh, sp.atanh: mpmath.atanh,
+          nodes.Sigmoid: lambda u: 1 / (1 + mpmath.exp(-u)), nodes.Softplus: lambda u: mpmath.log(1 + mpmath.exp(u)),
+          nodes.Expm1: mpmath.expm1, nodes.Log1p: mpmath.log1p, nodes.Erfc: mpmath.erfc}
+_COMPARE = {">": lambda u, v: u > v, "<": lambda u, v: u < v, ">=": lambda u, v: u >= v,
+            "<=": lambda u, v: u <= v, "==": lambda u, v: u == v, "!=": lambda u, v: u != v}
+
+
+def _elementwise(fn, *arrays):
+    return np.vectorize(fn, otypes=[object])(*arrays)
+
+
+def _heaviside(u, h0):
+    return mpmath.mpf(1) if u > 0 else (mpmath.mpf(0) if u < 0 else h0)
+
+
+class _Runner:
+    """Evaluates Program expressions on object arrays, with the printer's meaning of every node."""
+
+    def __init__(self, env: dict):
+        self.env = env
+
+    def __call__(self, e):
+        if isinstance(e, sp.Symbol):
+            return self.env[e.name]
+        if e.is_Number or e.is_NumberSymbol:
+            return mpmath.mpf(sp.N(e, mpmath.mp.dps + 5))
+        if e in (sp.true, sp.false):
+            return bool(e)
+        if e.is_Add:
+            out = self(e.args[0])
+            for a in e.args[1:]:
+                out = out + self(a)
+            return out
+        if e.is_Mul:
+            out = self(e.args[0])
+            for a in e.args[1:]:
+                out = out * self(a)
+            return out
+        if e.is_Pow:
+            return _elementwise(lambda b, p: b ** p, self(e.base), self(e.exp))
+        handler = getattr(self, "_" + type(e).__name__, None)
+        if handler is not None:
+            return handler(*e.args)
+        if isinstance(e, sp.core.relational.Relational):
+            return _elementwise(_COMPARE[e.rel_op], self(e.lhs), self(e.rhs))
+        if e.func in _FUNCS:
+            return _elementwise(_FUNCS[e.func], *[self(a) for a in e.args])
+        raise TypeError(f"the proof cannot evaluate {e.func}")
+
+    # array nodes
+    def _Dot(self, a, b):
+        return np.dot(self(a), self(b))
+
+    def _T(self, a):
+        return self(a).T
+
+    def _BatchSum(self, a):
+        return self(a).sum(axis=0)
+
+    def _UnitSum(self, a):
+        return self(a).sum(axis=1, keepdims=True)
+
+    def _Total(self, a):
+        return np.sum(self(a))
+
+    def _Like(self, value, ref):
+        return np.broadcast_to(np.asarray(self(value), dtype=object), np.shape(self(ref))).copy()
+
+    def _LogSoftmax(self, z):
+        z = self(z)
+        out = np.empty_like(z)
+        for i, row in enumerate(z):
+            top = max(row)
+            log_sum = mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in row))
+            out[i] = [v - top - log_sum for v in row]
+        return out
+
+    # elementwise pieces with structure
+    def _Heaviside(self, u, h0=sp.S.Half):
+        return _elementwise(_heaviside, self(u), self(h0))
+
+    def _Max(self, *args):
+        return _elementwise(max, *[self(a) for a in args])
+
+    def _Min(self, *args):
+        return _elementwise(min, *[self(a) for a in args])
+
+    def _Piecewise(self, *branches):
+        values = [self(v) for v, _ in branches]
+        conds = [self(c) for _, c in branches]
+        out = values[-1]
+        for v, c in zip(reversed(values[:-1]), reversed(conds[:-1])):
+            out = _elementwise(lambda cc, a, b: a if cc else b, c, v, out)
+        return out
+
+    def _And(self, *args):
+        return _elementwise(lambda *v: all(v), *[self(a) for a in args])
+
+    def _Or(self, *args):
+        return _elementwise(lambda *v: any(v), *[self(a) for a in args])
+
+
+def run(prog: Program, env: dict, passes=("forward", "loss", "backward")) -> dict:
+    """Execute the Program's statements on `env` (name -> object array of mpf), in order; returns env."""
+    ev = _Runner(env)
+    for name in passes:
+        for s in prog.passes()[name]:
+            value = ev(s.expr)
+            if s.op == "=":
+                env[s.name] = value
+            elif s.op == "+=":
+                env[s.name] = env[s.name] + value
+            elif s.op == "*=":
+                env[s.name] = env[s.name] * value
+            else:
+                raise ValueError(f"unknown statement op {s.op!r}")
+    return env
+
+
+def _exact(values) -> np.ndarray:
+    return np.vectorize(lambda v: mpmath.mpf(sp.Rational(float(v)).p) / sp.Rational(float(v)).q,
+                        otypes=[object])(np.asarray(values, dtype=float))
+
+
+def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
+    """The printed Program equals sp.diff of the expanded loss, weight by weight, and the loss value too.
+
+    The loss is expanded into scalars (one Symbol per weight) on a batch of 2 and differentiated by
+    every weight with plain sp.diff; the Program runs on the same rationals at `points` random
+    rational weight vectors to DIGITS digits. cce targets are drawn as rows that do not sum to 1
+    (the derivation must not assume that they do). Returns (name, largest |difference|) pairs, with
+    "loss" for the loss value.
+    """
+    from .verify import _targets, evaluate, expanded_loss, param_symbols, sample_batch
+    from .elementwise import at_kinks
+    prog = program(net)
+    net = prog.network
+    P = param_symbols(net)
+    rng = np.random.default_rng(seed)
+    x, y = sample_batch(net, rng, 2)
+    if prog.derivation.loss.target == "onehot":
+        y = y * rng.uniform(0.5, 1.5, size=(len(y), 1)) + rng.uniform(0, 0.3, size=y.shape)
+    L = expanded_loss(net, P, x, y)
+    exact = {name: [at_kinks(sp.diff(L, s), s) for s in M] for name, M in P.items()}
+    worst = {name: 0.0 for name in P} | {"loss": 0.0}
+    with mpmath.workdps(DIGITS):
+        for _ in range(points):
+            values = {s: mpmath.mpf(int(rng.integers(-900, 900))) / 1000 for M in P.values() for s in M}
+            env = {"x": _exact(x), "y": _exact(_targets(net, y)), SCALE.name: mpmath.mpf(1) / len(x)}
+            for name, M in P.items():
+                env[name] = np.array([values[s] for s in M], dtype=object).reshape(net.param_shapes()[name])
+            run(prog, env)
+            memo = {}
+            for name in P:
+                got = np.ravel(env[f"d{name}"])
+                for idx, e in enumerate(exact[name]):
+                    worst[name] = max(worst[name], abs(float(evaluate(e, values, memo) - got[idx])))
+            worst["loss"] = max(worst["loss"], abs(float(evaluate(L, values, memo) - env["total"] / len(x))))
+    return list(worst.items())
+
+
+def assert_proven(net, tolerance: float = 1e-30, **kwargs) -> None:
+    """prove(net), raising VerificationError naming the first entry that differs."""
+    for name, diff in prove(net, **kwargs):
+        if not diff <= tolerance:
+            raise VerificationError(f"the Program's {name} differs from sp.diff of the expanded loss by {diff:.3g}")
