@@ -99,8 +99,8 @@ def cmd_check(args) -> int:
 # so `nnderive --help` and the other commands stay fast. name -> (module, parser builder, help).
 _LAZY = {
     "latex": ("codegen.document", "add_parser", "the derivation as a LaTeX (or Markdown) document"),
-    "train": ("derive.train", "add_parsers", "train a spec's network on data with mini-batches"),
-    "surface": ("derive.train", "add_parsers", "plot the loss over two chosen weights around the current point"),
+    "train": ("codegen.train_cli", "add_parsers", "train a spec's network on data with mini-batches"),
+    "surface": ("codegen.train_cli", "add_parsers", "plot the loss over two chosen weights around the current point"),
 }
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jinja2
 import sympy as sp
 
-from codegen.printer import NumPyPrinter, print_numpy
+from .output import write_outputs
+from .printer import NumPyPrinter, print_numpy
+from .templating import PYTHON
 from derive.optimizers import OPTIMIZERS, Optimizer, p, t
 
 TEMPLATE = "optimizers.py.j2"
@@ -81,14 +82,6 @@ def _context(opt: Optimizer) -> dict:
     }
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 def render_optimizers(optimizers: dict[str, Optimizer] | None = None) -> str:
@@ -101,13 +94,12 @@ def render_optimizers(optimizers: dict[str, Optimizer] | None = None) -> str:
     True
     """
     optimizers = OPTIMIZERS if optimizers is None else optimizers
-    template = _environment().get_template(TEMPLATE)
+    template = PYTHON.get_template(TEMPLATE)
     return template.render(optimizers=[_context(o) for o in optimizers.values()])
 
 
 def write_optimizers(directory: str | os.PathLike) -> Path:
     """Write optimizers.py into `directory` atomically (temporary file, then rename)."""
-    from .build import write_outputs
     (target,) = write_outputs({FILENAME: render_optimizers()}, Path(directory))
     return target
 

@@ -284,4 +284,6 @@ def program(net) -> Program:
     """
     if isinstance(net, Program):
         return net
+    if isinstance(net, Derivation):
+        return lower(net)
     return lower(derive(net))

@@ -34,16 +34,26 @@ def _heaviside(u, h0):
 
 
 class _Runner:
-    """Evaluates Program expressions on object arrays, with the printer's meaning of every node."""
+    """Evaluates Program expressions on object arrays, with the printer's meaning of every node.
 
-    def __init__(self, env: dict):
-        self.env = env
+    Numerically (mpmath numbers in the arrays), or symbolically (SymPy expressions in the arrays:
+    each elementwise function is then applied as the SymPy function itself).
+    """
+
+    def __init__(self, env: dict, symbolic: bool = False):
+        self.env, self.symbolic = env, symbolic
 
     def __call__(self, e):
         if isinstance(e, sp.Symbol):
             return self.env[e.name]
         if e.is_Number or e.is_NumberSymbol:
-            return mpmath.mpf(sp.N(e, mpmath.mp.dps + 5))
+            return e if self.symbolic else mpmath.mpf(sp.N(e, mpmath.mp.dps + 5))
+        if self.symbolic and not isinstance(e, nodes.ArrayOp) and not e.is_Add and not e.is_Mul:
+            if isinstance(e, sp.Piecewise):
+                pairs = [(self(v), self(c)) for v, c in e.args]
+                flat = np.broadcast_arrays(*[arr for pair in pairs for arr in pair])
+                return _elementwise(lambda *v: sp.Piecewise(*zip(v[::2], v[1::2])), *flat)
+            return _elementwise(lambda *v: e.func(*v), *[self(a) for a in e.args])
         if e in (sp.true, sp.false):
             return bool(e)
         if e.is_Add:
@@ -89,6 +99,10 @@ class _Runner:
     def _LogSoftmax(self, z):
         z = self(z)
         out = np.empty_like(z)
+        if self.symbolic:
+            for i, row in enumerate(z):
+                out[i] = [v - sp.log(sp.Add(*[sp.exp(u) for u in row])) for v in row]
+            return out
         for i, row in enumerate(z):
             top = max(row)
             log_sum = mpmath.log(mpmath.fsum(mpmath.exp(v - top) for v in row))
@@ -120,9 +134,10 @@ class _Runner:
         return _elementwise(lambda *v: any(v), *[self(a) for a in args])
 
 
-def run(prog: Program, env: dict, passes=("forward", "loss", "backward")) -> dict:
-    """Execute the Program's statements on `env` (name -> object array of mpf), in order; returns env."""
-    ev = _Runner(env)
+def run(prog: Program, env: dict, passes=("forward", "loss", "backward"), symbolic: bool = False) -> dict:
+    """Execute the Program's statements on `env` (name -> object array of mpf, or of SymPy expressions
+    when symbolic), in order; returns env."""
+    ev = _Runner(env, symbolic)
     for name in passes:
         for s in prog.passes()[name]:
             value = ev(s.expr)
@@ -151,7 +166,7 @@ def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
     (the derivation must not assume that they do). Returns (name, largest |difference|) pairs, with
     "loss" for the loss value.
     """
-    from .verify import _targets, evaluate, expanded_loss, param_symbols, sample_batch
+    from .expansion import _targets, evaluate, expanded_loss, param_symbols, sample_batch
     from .elementwise import at_kinks
     prog = program(net)
     net = prog.network

@@ -7,11 +7,8 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .activations import softmax_instance
 from .elementwise import at_kinks
 from .errors import SpecError
-from .losses import LOSSES
-from .naming import A, LOGP, X, Y, YHAT
 from .spec import Dense, Network
 
 DIGITS = 40            # working precision of the symbolic evaluation
@@ -42,109 +39,8 @@ def load_module(path):
     return module
 
 
-_FUNCS = {sp.exp: mpmath.exp, sp.log: mpmath.log, sp.tanh: mpmath.tanh, sp.erf: mpmath.erf,
-          sp.sinh: mpmath.sinh, sp.cosh: mpmath.cosh, sp.sin: mpmath.sin, sp.cos: mpmath.cos,
-          sp.tan: mpmath.tan, sp.atan: mpmath.atan, sp.asinh: mpmath.asinh, sp.Abs: abs,
-          sp.sign: mpmath.sign}
-_COMPARE = {">": lambda u, v: u > v, "<": lambda u, v: u < v, ">=": lambda u, v: u >= v,
-            "<=": lambda u, v: u <= v, "==": lambda u, v: u == v, "!=": lambda u, v: u != v}
-
-
-def evaluate(expr: sp.Expr, values: dict, memo: dict | None = None) -> mpmath.mpf:
-    """Evaluate a SymPy expression at `values` (Symbol -> mpf) in mpmath, sharing repeated subtrees.
-
-    Much faster than evalf(subs=...) on large expansions, and as exact as the working precision.
-
-    >>> x = sp.Symbol("x")
-    >>> evaluate(sp.exp(x) + sp.Max(x, 0), {x: mpmath.mpf(0)})
-    mpf('1.0')
-    """
-    memo = {} if memo is None else memo
-
-    def ev(e):
-        if e in memo:
-            return memo[e]
-        if e in values:
-            r = values[e]
-        elif e.is_Number or e.is_NumberSymbol:
-            r = mpmath.mpf(sp.N(e, mpmath.mp.dps + 5))
-        elif e.is_Add:
-            r = mpmath.fsum(ev(a) for a in e.args)
-        elif e.is_Mul:
-            r = mpmath.fprod(ev(a) for a in e.args)
-        elif e.is_Pow:
-            r = ev(e.base) ** ev(e.exp)
-        elif isinstance(e, sp.Heaviside):
-            v = ev(e.args[0])
-            r = mpmath.mpf(v > 0) if v != 0 else (ev(e.args[1]) if len(e.args) > 1 else mpmath.mpf(0.5))
-        elif isinstance(e, sp.Max):
-            r = max(ev(a) for a in e.args)
-        elif isinstance(e, sp.Min):
-            r = min(ev(a) for a in e.args)
-        elif isinstance(e, sp.Piecewise):
-            r = next(ev(value) for value, cond in e.args if holds(cond))
-        elif e.func in _FUNCS:
-            r = _FUNCS[e.func](*[ev(a) for a in e.args])
-        else:
-            raise TypeError(f"cannot evaluate {e.func}")
-        memo[e] = r
-        return r
-
-    def holds(c) -> bool:
-        if c in (sp.true, sp.false):
-            return bool(c)
-        if isinstance(c, sp.And):
-            return all(holds(a) for a in c.args)
-        if isinstance(c, sp.Or):
-            return any(holds(a) for a in c.args)
-        if isinstance(c, sp.Not):
-            return not holds(c.args[0])
-        if isinstance(c, sp.ITE):
-            return holds(c.args[1]) if holds(c.args[0]) else holds(c.args[2])
-        return _COMPARE[c.rel_op](ev(c.lhs), ev(c.rhs))
-
-    return ev(expr)
-
-
-# --- the scalar expansion: one Symbol per weight, the loss written out in full ---------------------
-
-def param_symbols(net: Network) -> dict:
-    """sympy Matrices of Symbols w{l}_{k}_{j}, b{l}_{k} shaped like the parameters."""
-    out = {}
-    for name, shape in net.param_shapes().items():
-        if len(shape) == 2:
-            out[name] = sp.Matrix(shape[0], shape[1], lambda k, j: sp.Symbol(f"{name}_{k}_{j}", real=True))
-        else:
-            out[name] = sp.Matrix(shape[0], 1, lambda k, _: sp.Symbol(f"{name}_{k}", real=True))
-    return out
-
-
-def _activate(net: Network, l: int, z: list) -> list:
-    if net.is_vector(l):
-        return softmax_instance(z)
-    f = net.activation_formula(l)
-    return [f.xreplace({X: zk}) for zk in z]
-
-
-def _targets(net: Network, y: np.ndarray) -> np.ndarray:
-    if LOSSES[net.loss].target == "labels":
-        return np.eye(net.sizes[-1])[np.asarray(y, dtype=int)]
-    return np.asarray(y, dtype=float).reshape(len(y), -1)
-
-
-def expanded_loss(net: Network, P: dict, x: np.ndarray, y: np.ndarray) -> sp.Expr:
-    """The batch loss as one scalar expression in the entries of P (x, y exact rationals)."""
-    element = LOSSES[net.loss].element
-    yy = _targets(net, y)
-    total = sp.S.Zero
-    for row, target in zip(x, yy):
-        a = [sp.Rational(float(v)) for v in row]
-        for l in range(1, net.depth + 1):
-            W, b = P[f"W{l}"], P[f"b{l}"]
-            z = [sum((W[k, j] * a[j] for j in range(len(a))), sp.S.Zero) + b[k] for k in range(W.shape[0])]
-            a = _activate(net, l, z)
-        total += sum(element.xreplace({YHAT: ak, Y: sp.Rational(float(t))}) for ak, t in zip(a, target))
-    return total / len(x)
+from .expansion import (_activate, _targets, evaluate, expanded_loss, param_symbols,  # noqa: F401
+                        sample_batch)
 
 
 def symbolic_gradients(net: Network, params: dict, x: np.ndarray, y: np.ndarray) -> dict:
@@ -165,22 +61,6 @@ def prove(net: Network, points: int = 2, seed: int = 0) -> list[tuple[str, float
 
 
 # --- the numeric checks -----------------------------------------------------------------------------
-
-def sample_batch(net: Network, rng, batch: int = 3):
-    """Inputs and targets that suit the network's loss."""
-    x = rng.normal(size=(batch, net.inputs))
-    k = net.sizes[-1]
-    target = LOSSES[net.loss].target
-    if target == "labels":
-        y = rng.integers(0, k, size=batch)
-    elif target == "onehot":
-        y = np.eye(k)[rng.integers(0, k, size=batch)]
-    elif net.loss == "bce":
-        y = rng.uniform(0.05, 0.95, size=(batch, k))
-    else:
-        y = rng.normal(size=(batch, k))
-    return x, y
-
 
 def sample_params(net: Network, rng) -> dict:
     """Random weights; biases lean positive so that rectifier units are alive at the check point."""

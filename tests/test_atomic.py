@@ -135,7 +135,8 @@ def test_killed_while_writing_a_file_leaves_every_old_file_intact(scene):
 
 def test_a_failure_midway_leaves_every_old_file_and_no_temporary_file(scene, monkeypatch):
     out, old, new, _ = scene
-    real = build._write_temp
+    from derive import files
+    real = files._write_temp
     calls = []
 
     def disk_full_on_the_second_file(path, text):
@@ -144,7 +145,7 @@ def test_a_failure_midway_leaves_every_old_file_and_no_temporary_file(scene, mon
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, text)
 
-    monkeypatch.setattr(build, "_write_temp", disk_full_on_the_second_file)
+    monkeypatch.setattr(files, "_write_temp", disk_full_on_the_second_file)
     with pytest.raises(OutputError, match="No space left on device"):
         build.write_outputs(new, out)
     states, temps = _state(out, old, new)

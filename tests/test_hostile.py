@@ -306,60 +306,26 @@ def test_short_literals_for_huge_numbers_fail_fast(text):
 
 # --- formulas that parse but are costly to differentiate: bounded ------------------------------------
 
-def test_derivation_is_bounded_in_time(monkeypatch):
-    """exp(exp(...(x))) makes SymPy try to invert it for seconds; DERIVE_SECONDS caps the whole
-    derivation (the output form is then simply not found), and work beyond it is a DerivationError."""
+def test_derivation_is_bounded_by_size_not_time():
+    """exp(exp(...(x))) would make SymPy try to invert it for seconds: the inversion is attempted only
+    for formulas of at most MAX_INVERT_OPS operations, so the work is bounded by the formula's size,
+    the same on every machine (no clock is read)."""
     from derive.formula import parse_formula
     f = parse_formula("exp(" * 12 + "x" + ")" * 12)
-    monkeypatch.setattr(elementwise, "DERIVE_SECONDS", 0.3)
+    assert sp.count_ops(f) > elementwise.MAX_INVERT_OPS
     elementwise.derive_elementwise.cache_clear()
     start = time.monotonic()
     d = elementwise.derive_elementwise(f)
-    assert time.monotonic() - start < 1.5          # unbounded: 3.5 s
+    assert time.monotonic() - start < 5            # unbounded: 3.5 s of solve() before the fallback
     assert d.fprime == sp.diff(f, elementwise.X)
-
-    def slow_diff(expr, var):
-        while True:
-            pass
-
-    monkeypatch.setattr(elementwise, "diff", slow_diff)
-    elementwise.derive_elementwise.cache_clear()
-    start = time.monotonic()
-    with pytest.raises(DerivationError, match="longer than"):
-        elementwise.derive_elementwise(f)
-    assert time.monotonic() - start < 1.5
     elementwise.derive_elementwise.cache_clear()
 
 
-def test_derivation_is_bounded_in_size(monkeypatch):
-    from derive.formula import parse_formula
-    monkeypatch.setattr(elementwise, "MAX_DERIVATIVE_OPS", 20)
-    elementwise.derive_elementwise.cache_clear()
-    with pytest.raises(DerivationError, match="operations"):
-        elementwise.derive_elementwise(parse_formula("x*sin(x*sin(x*sin(x*sin(x))))"))
-    elementwise.derive_elementwise.cache_clear()
-
-
-def test_time_limits_nest():
-    """An inner limit cannot extend an outer one, and the outer one still fires after it."""
-    start = time.monotonic()
-    with pytest.raises(TimeoutError):
-        with elementwise.time_limit(0.3):
-            with elementwise.time_limit(5):
-                pass
-            while True:
-                pass
-    assert time.monotonic() - start < 1.0
-    start = time.monotonic()
-    with pytest.raises(TimeoutError):
-        with elementwise.time_limit(0.2):
-            try:
-                with elementwise.time_limit(5):
-                    while True:
-                        pass
-            except TimeoutError:
-                pass
-            while True:
-                pass
-    assert time.monotonic() - start < 1.0
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+def test_no_clock_decides_what_is_derived():
+    """No SIGALRM, timer or time limit in the library: the same spec gives the same bytes anywhere."""
+    import re
+    root = Path(__file__).resolve().parents[1]
+    for folder in ("derive", "codegen"):
+        for path in (root / folder).glob("*.py"):
+            text = path.read_text()
+            assert not re.search(r"SIGALRM|setitimer|signal\.alarm|time_limit\(", text), path

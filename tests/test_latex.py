@@ -136,9 +136,11 @@ def test_document_contains_deltas_and_gradients(net, example_docs, unseen_docs):
 
 
 def test_fused_deltas_are_typeset_with_their_condition(example_docs):
-    mnist = example_docs["mnist_784_128_10"]["mnist_784_128_10.tex"]
-    assert r"&= {a}_{j} - {y}_{j} &&\text{using }\sum_{k=1}^{K} {y}_{k} = 1" in mnist
-    assert r"\delta^{(2)} &= \frac{a^{(2)} - y}{n}" in mnist
+    digits = example_docs["digits_64_32_10"]["digits_64_32_10.tex"]      # sparse_cce: one-hot by construction
+    assert r"&= {a}_{j} - {y}_{j} &&\text{using }\sum_{k=1}^{K} {y}_{k} = 1" in digits
+    assert r"\delta^{(2)} &= \frac{a^{(2)} - y}{n}" in digits
+    mnist = example_docs["mnist_784_128_10"]["mnist_784_128_10.tex"]        # cce: nothing assumed of the targets
+    assert r"&= {a}_{j} \sum_{k=1}^{K} {y}_{k} - {y}_{j} &&\text{for any targets" in mnist
     logreg = example_docs["logistic_regression"]["logistic_regression.tex"]
     assert r"&= a - y &&\text{fused, simplified by SymPy}" in logreg
     seed = example_docs["mlp_4_2_3"]["mlp_4_2_3.tex"]
@@ -218,7 +220,7 @@ def typeset_gradients(net: Network, params: dict, x: np.ndarray, y_onehot: np.nd
     """Evaluate the document's objects (the pieces) numerically: forward, deltas, dW, db."""
     p = pieces(net)
     n, L = x.shape[0], net.depth
-    vals = {"x": x, "y": y_onehot, "n": n, **params}
+    vals = {"x": x, "y": y_onehot, "ysum": y_onehot.sum(axis=1, keepdims=True), "n": n, **params}
     for l in range(1, L + 1):
         mat, bias = p.forward(l)
         vals[f"z{l}"] = numeric(mat + bias, vals)

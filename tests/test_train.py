@@ -11,8 +11,10 @@ import pytest
 
 from derive import Dense, Network, load_spec
 from derive.errors import SpecError
-from derive.train import (accuracy, accuracy_kind, check_settings, fresh_modules, load_params, parse_element,
-                          save_params, train)
+from codegen.train_cli import fresh_modules
+from derive.params import load_params, save_params
+from derive.surface import parse_element
+from derive.train import accuracy, accuracy_kind, check_settings, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_SPEC = ROOT / "examples" / "digits_64_32_10.toml"
