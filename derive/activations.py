@@ -24,6 +24,8 @@ class Activation:
     vector: bool = False
     title: str = ""
     gain: float = 1          # weights start normal with variance gain / n_in (2: He, for rectifiers; 1: LeCun)
+    outputs: str = ""        # what the outputs are, for pairing with a loss: "probability" (each in (0, 1)),
+                             # "distribution" (also summing to 1 over the units), or "" (any real)
 
     def bind(self, **values) -> sp.Expr:
         """The formula with its parameters replaced by numbers (defaults where not given)."""
@@ -35,21 +37,21 @@ ACTIVATIONS: dict[str, Activation] = {}
 
 
 def register(name: str, formula: sp.Expr, title: str = "", vector: bool = False, gain: float = 1,
-             **defaults) -> Activation:
+             outputs: str = "", **defaults) -> Activation:
     """Add an activation; its derivative, code, LaTeX and tests all follow from `formula`.
 
     >>> softsign = register("softsign", X / (1 + sp.Abs(X)))
     >>> del ACTIVATIONS["softsign"]
     """
     params = {sp.Symbol(k, positive=True): v for k, v in defaults.items()}
-    ACTIVATIONS[name] = Activation(name, formula, params, vector, title or name, gain)
+    ACTIVATIONS[name] = Activation(name, formula, params, vector, title or name, gain, outputs)
     return ACTIVATIONS[name]
 
 
 _phi = (1 + sp.erf(X / sp.sqrt(2))) / 2    # the standard normal CDF
 
 register("identity", X, "identity")
-register("sigmoid", 1 / (1 + sp.exp(-X)), r"\sigma")
+register("sigmoid", 1 / (1 + sp.exp(-X)), r"\sigma", outputs="probability")
 register("tanh", sp.tanh(X), r"\tanh")
 register("relu", sp.Max(X, 0), "ReLU", gain=2)
 register("leaky_relu", sp.Piecewise((X, X > 0), (ALPHA * X, True)), "LeakyReLU", gain=2, alpha=0.01)
@@ -62,7 +64,7 @@ register("softplus", sp.log(1 + sp.exp(X)), "softplus", gain=2)
 register("swish", X / (1 + sp.exp(-BETA * X)), "swish", gain=2, beta=1.0)
 register("step", sp.Heaviside(X, 0), "step")
 register("sign", sp.sign(X), "sign")
-register("softmax", sp.exp(XV[_k]) / sp.Sum(sp.exp(XV[_j]), (_j, 1, K)), "softmax", vector=True)
+register("softmax", sp.exp(XV[_k]) / sp.Sum(sp.exp(XV[_j]), (_j, 1, K)), "softmax", vector=True, outputs="distribution")
 
 
 def softmax_instance(zs: list) -> list:

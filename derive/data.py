@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SpecError
+from .losses import LOSSES
 
 # Losses whose targets are class labels as integers; every other loss takes float targets.
-LABEL_LOSSES = {"sparse_cce"}
-KNOWN_LOSSES = {"mse", "mae", "bce", "cce", "sparse_cce"}
+LABEL_LOSSES = {name for name, loss in LOSSES.items() if loss.target == "labels"}
+KNOWN_LOSSES = set(LOSSES)
 SOURCES = "digits, mnist:DIR, csv:PATH or PATH.npz"
 
 # IDX type byte -> big-endian element dtype (http://yann.lecun.com/exdb/mnist/).
@@ -216,7 +217,7 @@ def targets(y: np.ndarray, *, n_outputs: int, loss: str, source: str = "") -> np
         raise DataError(source, "y", f"targets have {y.shape[1]} columns but the output layer has {n_outputs} units",
                         f"set the last layer's units = {y.shape[1]} or give {n_outputs} target columns")
     y = y.astype(np.float64)
-    if loss == "bce" and (y.min() < 0 or y.max() > 1):
+    if LOSSES[loss].needs == "probability" and (y.min() < 0 or y.max() > 1):
         raise DataError(source, "y", f"bce targets must lie in [0, 1], found {y.min():g}..{y.max():g}",
                         "use 0/1 labels or probabilities, or another loss (mse) for regression")
     return y

@@ -18,17 +18,18 @@ class Loss:
     element: sp.Expr
     target: str
     title: str
+    needs: str = ""          # what the output layer must give: "probability", "distribution" or "" (activations.py)
 
 
 LOSSES: dict[str, Loss] = {}
 
 
-def register(name: str, element: sp.Expr, target: str, title: str) -> None:
-    LOSSES[name] = Loss(name, element, target, title)
+def register(name: str, element: sp.Expr, target: str, title: str, needs: str = "") -> None:
+    LOSSES[name] = Loss(name, element, target, title, needs)
 
 
 register("mse", (YHAT - Y) ** 2 / 2, "values", "mean squared error")
 register("mae", sp.Abs(YHAT - Y), "values", "mean absolute error")
-register("bce", -(Y * sp.log(YHAT) + (1 - Y) * sp.log(1 - YHAT)), "values", "binary cross-entropy")
-register("cce", -Y * sp.log(YHAT), "onehot", "categorical cross-entropy")
-register("sparse_cce", -Y * sp.log(YHAT), "labels", "sparse categorical cross-entropy")
+register("bce", -(Y * sp.log(YHAT) + (1 - Y) * sp.log(1 - YHAT)), "values", "binary cross-entropy", "probability")
+register("cce", -Y * sp.log(YHAT), "onehot", "categorical cross-entropy", "distribution")
+register("sparse_cce", -Y * sp.log(YHAT), "labels", "sparse categorical cross-entropy", "distribution")

@@ -82,7 +82,7 @@ class Pieces:
     """Every symbolic object of a network's derivation, in the generated code's names, read off its Program.
 
     Elementwise objects (an activation, its derivative, the output delta, a hidden delta) are scalar
-    expressions in the Symbols z{l}, a{l}, y, g{l} (= delta{l+1} @ W{l+1}), n: each stands for any
+    expressions in the Symbols z{l}, a{l}, y, g{l} (the upstream gradient dL/da{l}), n: each stands for any
     one element of that array, exactly as the generated module applies the formula.
     Matrix objects (dW{l}, db{l}, g{l}, the forward pass) are MatrixSymbol expressions, batch-first,
     for display and evaluation with `numeric` (never differentiate them: see DESIGN pitfalls).
@@ -156,7 +156,7 @@ class Pieces:
         return self._elementwise(self.composed(naming.delta(self.L)).xreplace({SCALE: 1}), self.L)
 
     def upstream(self, l: int) -> sp.Expr:
-        """g{l} = dL/da{l}: delta{l+1} @ W{l+1} for l < L; for a softmax output that does not fuse, dl/da."""
+        """g{l} = dL/da{l} as the Program computes it (for a softmax output that does not fuse, dl/da)."""
         self._layer(l)
         if l < self.L:
             return self._display(self._upstream_node(l), l)
@@ -176,7 +176,7 @@ class Pieces:
         return self._elementwise(value, l)
 
     def dW(self, l: int) -> sp.MatrixExpr:
-        """dW{l} = dL/dW{l} = delta{l}.T @ a{l-1}, shape (n_l, n_{l-1}): the Program's statement."""
+        """dW{l} = dL/dW{l}, shape (n_l, n_{l-1}): the Program's statement."""
         self._layer(l)
         return self._display(self.program.defining(naming.grad(naming.weight(l)))[0].expr, l)
 
@@ -198,7 +198,7 @@ class Pieces:
     def composed(self, name: str, l: int | None = None) -> sp.Expr:
         """The value of `name` after all the backward statements that write it, as one expression.
 
-        The upstream product delta{l+1} @ W{l+1} (and the temporary g) are shown as g{l}.
+        The upstream gradient (the temporary g, or the product inlined) is shown as g{l}.
         """
         value = None
         for s in self.program.backward:
@@ -212,7 +212,7 @@ class Pieces:
         return value
 
     def _upstream_node(self, l: int) -> sp.Expr:
-        """The product delta{l+1} @ W{l+1} as the Program computes it (lowered from the indexed form
+        """The upstream gradient of layer l as the Program computes it (lowered from the indexed form
         even where the Program needs none: below a step or sign layer, whose delta is 0)."""
         found = (e for s in self.program.backward for e in sp.preorder_traversal(s.expr)
                  if isinstance(e, Dot) and e.args[0] == array(naming.delta(l + 1)))

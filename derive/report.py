@@ -7,7 +7,7 @@ from .program import SCALE, Program, program
 
 
 class PlainPrinter(StrPrinter):
-    """sstr with the Program's nodes in matrix notation: a @ W.T, delta.sum(axis=0) ..."""
+    """sstr with the Program's nodes in NumPy-like matrix notation (@, .T, sums over an axis)."""
 
     def _print_Dot(self, e):
         return f"{self.parenthesize(e.args[0], 60)} @ {self.parenthesize(e.args[1], 60)}"

@@ -70,6 +70,7 @@ class Network:
     loss: str
     source: str = "<python>"
     _text: str = field(default="", repr=False, compare=False)
+    _formulas: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -94,8 +95,10 @@ class Network:
         """The SymPy formula of layer l's activation (1-based), parameters bound."""
         layer = self.layers[l - 1]
         if layer.formula is not None:
-            from .formula import parse_formula
-            return parse_formula(layer.formula, self.source, _place(self, "formula", l))
+            if l not in self._formulas:    # parsed once per network, however many consumers ask
+                from .formula import parse_formula
+                self._formulas[l] = parse_formula(layer.formula, self.source, _place(self, "formula", l))
+            return self._formulas[l]
         return ACTIVATIONS[layer.activation].bind(**layer.params)
 
     def init_gain(self, l: int) -> float:
@@ -289,29 +292,38 @@ def _warn_unusual(net: Network) -> None:
     def warn(key, what, fix, layer=None):
         warnings.warn(SpecWarning(str(SpecError(net.source, _place(net, key, layer), what, fix))), stacklevel=4)
 
-    if last.activation == "softmax" and net.loss in ("mse", "mae"):
-        warn("loss", f"{net.loss} on a softmax output learns slowly where the softmax saturates",
+    outputs = _outputs(last)
+    needs = LOSSES[net.loss].needs
+    if outputs == "distribution" and needs == "":
+        warn("loss", f"{net.loss} on a {last.activation} output learns slowly where the {last.activation} saturates",
              'cce (or sparse_cce for integer labels) is the usual loss for class probabilities')
-    if last.activation == "softmax" and net.loss == "bce":
-        warn("loss", "bce on a softmax output treats classes that sum to 1 as independent, and its loss "
-             "is infinite where a logit saturates", 'use loss = "cce", or sigmoid outputs for independent labels')
+    if outputs == "distribution" and needs == "probability":
+        warn("loss", f"{net.loss} on a {last.activation} output treats classes that sum to 1 as independent, and its "
+             "loss is infinite where a logit saturates", 'use loss = "cce", or sigmoid outputs for independent labels')
+    from .elementwise import derive_elementwise
     for l, layer in enumerate(net.layers, start=1):
-        if layer.formula is None and layer.activation in ("step", "sign"):
+        if not net.is_vector(l) and derive_elementwise(net.activation_formula(l)).fprime == 0:
             below = f"layers 1..{l}" if l > 1 else "layer 1"
             warn("activation", f"{layer.activation} has zero derivative, so {below} get zero gradients and "
                  "will not train", 'use sigmoid or tanh for a trainable threshold', l)
+
+
+def _outputs(layer: Dense) -> str:
+    """What a layer's outputs are, from its registry entry (a custom formula: any real number)."""
+    return "" if layer.formula is not None else ACTIVATIONS[layer.activation].outputs
 
 
 def _check_pairing(net: Network, fail) -> None:
     """Loss/output pairings that cannot work are errors."""
     last = net.layers[-1]
     n = len(net.layers)
-    if LOSSES[net.loss].target in ("onehot", "labels") and last.activation != "softmax":
-        other = 'loss = "bce"' if last.activation == "sigmoid" else 'loss = "mse"'
+    needs, outputs = LOSSES[net.loss].needs, _outputs(last)
+    if needs == "distribution" and outputs != "distribution":
+        other = 'loss = "bce"' if outputs == "probability" else 'loss = "mse"'
         fail("loss", f"{net.loss} needs a softmax output layer, the last layer is {last.activation}",
              f'set activation = "softmax" on the last layer, or use {other}')
-    if net.loss == "bce" and last.activation not in ("sigmoid", "softmax"):
-        fail("loss", f"bce needs outputs in (0, 1), but {last.activation} can leave that range",
+    if needs == "probability" and outputs not in ("probability", "distribution"):
+        fail("loss", f"{net.loss} needs outputs in (0, 1), but {last.activation} can leave that range",
              'use activation = "sigmoid" on the last layer')
     if net.loss == "sparse_cce" and last.units < 2:
         fail("units", "sparse_cce needs at least 2 classes", "use bce for a single output", n)
@@ -369,7 +381,7 @@ def network_from_dict(doc: dict, source: str = "<dict>", text: str = "") -> Netw
         layers.append(Dense(table["units"], act, table.get("formula"), **params))
     net = Network.__new__(Network)
     for attr, value in dict(name=doc["name"], inputs=doc["inputs"], layers=tuple(layers), loss=doc["loss"],
-                            source=source, _text=text).items():
+                            source=source, _text=text, _formulas={}).items():
         object.__setattr__(net, attr, value)
     validate(net)
     return net
