@@ -12,6 +12,8 @@ from .naming import A, X
 # SymPy takes minutes over (the parser bounds the formula, not its derivative).
 MAX_DERIVATIVE_OPS = 5000
 MAX_INVERT_OPS = 8        # solve a = f(x) for x only for formulas this small (sigmoid: 3, softplus: 3)
+MAX_INVERT_CALLS = 2      # ... and with at most this many nested functions (softplus: log(1 + exp(x)), 2);
+                          # solve() on tan(sin(tan(x))) runs for minutes
 MAX_SIMPLIFY_OPS = 60     # simplify/factor only expressions this small (sigmoid' in a: 12)
 
 # Forms the inversion a = f(x) -> x cannot handle; their derivatives are used in x.
@@ -120,8 +122,9 @@ def _candidates(f: sp.Expr, fprime: sp.Expr):
     if not direct.has(X):
         yield direct, None
     # Inversion only for a chain of unary functions of x; solve() on anything else is slow and futile.
+    calls = sum(1 for e in sp.preorder_traversal(f) if isinstance(e, sp.Function))
     if (f.has(*_NOT_INVERTIBLE) or sum(1 for e in sp.preorder_traversal(f) if e == X) != 1
-            or sp.count_ops(f) > MAX_INVERT_OPS):
+            or sp.count_ops(f) > MAX_INVERT_OPS or calls > MAX_INVERT_CALLS):
         return
     inverses = sp.solve(sp.Eq(A, f), X, check=False)   # the candidate is proven below
     for inv in inverses:

@@ -104,19 +104,22 @@ def _targets(net: Network, y: np.ndarray) -> np.ndarray:
     return np.asarray(y, dtype=float).reshape(len(y), -1)
 
 
+def example_loss(net: Network, P: dict, x: list, y: list) -> sp.Expr:
+    """The loss of one example as one scalar expression: x and y are lists of numbers or Symbols."""
+    a = list(x)
+    for l in range(1, net.depth + 1):
+        W, b = P[f"W{l}"], P[f"b{l}"]
+        z = [sum((W[k, j] * a[j] for j in range(len(a))), sp.S.Zero) + b[k] for k in range(W.shape[0])]
+        a = _activate(net, l, z)
+    element = LOSSES[net.loss].element
+    return sp.Add(*[element.xreplace({YHAT: ak, Y: yk}) for ak, yk in zip(a, y)])
+
+
 def expanded_loss(net: Network, P: dict, x: np.ndarray, y: np.ndarray) -> sp.Expr:
     """The batch loss as one scalar expression in the entries of P (x, y exact rationals)."""
-    element = LOSSES[net.loss].element
-    yy = _targets(net, y)
-    total = sp.S.Zero
-    for row, target in zip(x, yy):
-        a = [sp.Rational(float(v)) for v in row]
-        for l in range(1, net.depth + 1):
-            W, b = P[f"W{l}"], P[f"b{l}"]
-            z = [sum((W[k, j] * a[j] for j in range(len(a))), sp.S.Zero) + b[k] for k in range(W.shape[0])]
-            a = _activate(net, l, z)
-        total += sum(element.xreplace({YHAT: ak, Y: sp.Rational(float(t))}) for ak, t in zip(a, target))
-    return total / len(x)
+    rational = np.vectorize(lambda v: sp.Rational(float(v)), otypes=[object])
+    rows = zip(rational(x), rational(_targets(net, y)))
+    return sp.Add(*[example_loss(net, P, list(row), list(target)) for row, target in rows]) / len(x)
 
 
 def sample_batch(net: Network, rng, batch: int = 3):

@@ -9,7 +9,6 @@ from .nodes import unstable
 from .program import SCALE, Program, program
 from .elementwise import at_kinks
 from .errors import DerivationError, NnderiveError
-from .naming import Y, YHAT
 from .spec import Network
 from .latex_layout import Equation, _partial
 from .latex_printer import _element, latex
@@ -92,7 +91,7 @@ def check_partials(prog, parts: dict, points: int = 2, seed: int = 0) -> float:
     40 digits.
     """
     from .proof import run
-    from .expansion import DIGITS, _activate, evaluate, param_symbols
+    from .expansion import DIGITS, evaluate, example_loss, param_symbols
     prog = program(prog)
     net, d = prog.network, prog.derivation
     P = param_symbols(net)
@@ -103,12 +102,7 @@ def check_partials(prog, parts: dict, points: int = 2, seed: int = 0) -> float:
         for sym, value in zip(names[s.name].ravel(), forward[s.name].ravel()):
             full[sym] = unstable(value)
     x, y = list(names["x"][0]), list(names["y"][0])
-    acts = list(x)
-    for l in range(1, net.depth + 1):
-        W, b = P[naming.weight(l)], P[naming.bias(l)]
-        pre = [sp.Add(*[W[k, j] * acts[j] for j in range(len(acts))]) + b[k] for k in range(W.shape[0])]
-        acts = _activate(net, l, pre)
-    loss = sp.Add(*[d.loss.element.xreplace({YHAT: ak, Y: yk}) for ak, yk in zip(acts, y)])
+    loss = example_loss(net, P, x, y)
     rng = np.random.default_rng(seed)
     worst = 0.0
     exact = {s: at_kinks(sp.diff(loss, s), s) for s in parts}
