@@ -149,8 +149,45 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _exact(value):
+    """A copy of value as exactly int, float or str when it is an instance of one (a subclass's
+    __repr__ or __format__ would otherwise write its own text into the generated code); else value."""
+    if type(value) in (bool, int, float, str):
+        return value
+    for kind in (int, float, str):      # bool cannot be subclassed
+        if isinstance(value, kind):
+            return getattr(kind, f"__{kind.__name__}__")(value)
+    return value
+
+
+def _normalize(net: Network) -> None:
+    """Replace every field of net, and every layer, by a copy of exactly the built-in type it claims
+    to be (Dense, int, float, str), so that what validate checks is what the generators print."""
+    layers = net.layers
+    if isinstance(layers, (list, tuple)):
+        layers = tuple(_exact_layer(layer) if isinstance(layer, Dense) else layer for layer in layers)
+    for attr, value in (("name", _exact(net.name)), ("inputs", _exact(net.inputs)), ("loss", _exact(net.loss)),
+                        ("source", _exact(net.source)), ("layers", layers)):
+        object.__setattr__(net, attr, value)
+
+
+def _exact_layer(layer: Dense) -> Dense:
+    units, activation, formula = layer.units, layer.activation, layer.formula     # each read once
+    params = layer.params
+    params = {_exact(k): _exact(v) for k, v in dict.items(params)} if isinstance(params, dict) else params
+    copy = Dense.__new__(Dense)
+    for attr, value in (("units", _exact(units)), ("activation", _exact(activation)), ("params", params),
+                        ("formula", _exact(formula))):
+        object.__setattr__(copy, attr, value)
+    return copy
+
+
 def validate(net: Network) -> None:
-    """Raise SpecError for the first problem in `net`, naming the place and the fix."""
+    """Raise SpecError for the first problem in `net`, naming the place and the fix.
+
+    First every field is replaced by a copy of exactly its built-in type (see _normalize).
+    """
+    _normalize(net)
     src = net.source
 
     def fail(key, what, fix, layer=None):
