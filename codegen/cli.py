@@ -19,11 +19,9 @@ def _load(paths):
 
 
 def cmd_generate(args) -> int:
-    from .build import module_outputs, write_outputs
+    from .build import collect_outputs, module_outputs, write_outputs
     nets = _load(args.spec)
-    outputs = {}
-    for net in nets:
-        outputs.update(module_outputs(net))
+    outputs = collect_outputs(nets, module_outputs)     # refuses two specs of one name, before writing
     for path in write_outputs(outputs, Path(args.output), force=args.force):
         print(f"wrote {path}")
     return 0
@@ -33,11 +31,9 @@ def cmd_build(args) -> int:
     from derive.report import summary
     from derive.verify import check_module, load_module
 
-    from .build import build_outputs, shared_outputs, write_outputs
+    from .build import build_outputs, collect_outputs, shared_outputs, write_outputs
     nets = _load(args.spec)
-    outputs = shared_outputs()
-    for net in nets:
-        outputs.update(build_outputs(net))
+    outputs = {**shared_outputs(), **collect_outputs(nets, build_outputs)}
     written = write_outputs(outputs, Path(args.output), force=args.force)
     ok = True
     for net in nets:

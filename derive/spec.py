@@ -425,7 +425,11 @@ def load_spec(path) -> Network:
             raise SpecError(source, "", "is not a regular file", "name a .toml file")
         if info.st_size > MAX_SPEC_BYTES:
             raise SpecError(source, "", f"spec file larger than {MAX_SPEC_BYTES:,} bytes", "a spec is a few lines of TOML")
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a file swapped for a FIFO since the stat must not make open wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError(source, "", "is not a regular file", "name a .toml file")
             raw = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(source, "", "no such file", "check the path") from None

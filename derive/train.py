@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, check_width, load, split
+from .data import DataError, check_width, load, read_npz, split
 from .errors import SpecError
+from .files import check_distinct, check_output, write_atomic
 
 DEFAULTS = {"epochs": 20, "batch_size": 32, "optimizer": "adam", "seed": 0, "test_fraction": 0.2}
 SURFACE_DEFAULTS = {"span": 1.0, "steps": 41}
@@ -265,32 +266,17 @@ def save_params(params: dict, path) -> None:
 def load_params(path, shapes: dict, dtype=np.float64) -> dict:
     """Read params saved by save_params (or np.savez) and check them against `shapes`."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "", "is a directory, not a file" if path.is_dir() else "file not found",
-                        "name a .npz file written by nnderive train --save")
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            params = {k: arrays[k] for k in arrays.files}
-    except Exception as e:  # zipfile, pickle and format errors differ by NumPy version
-        raise DataError(str(path), "", f"not a readable .npz file ({' '.join(str(e).split())})",
-                        "name a .npz file written by nnderive train --save") from None
-    if any(v.dtype.kind not in "biuf" for v in params.values()):
-        raise DataError(str(path), "", "holds non-numeric arrays", "name a .npz file written by nnderive train --save")
+    # Names, dtypes and shapes are checked from the .npy headers before any array is decompressed.
+    params = read_npz(path, shapes=shapes, fix="name a .npz file written by nnderive train --save of this spec")
+    for k, v in params.items():
+        if not np.all(np.isfinite(v)):
+            raise DataError(str(path), k, "holds NaN or infinity", "load parameters from a run that did not diverge")
     return _fit_params(params, shapes, dtype, str(path))
 
 
 def _write_atomic(path: Path, write) -> None:
     """Call write(binary file) on a temporary file beside path, then rename: no half-written files."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, write)   # refuses a device or FIFO as the target; honours the umask
 
 
 # ---------------------------------------------------------------- the cost surface
@@ -508,7 +494,7 @@ def _output(args, name: str) -> Path | None:
         raise SpecError(_flag(name), "", f"{text} is a directory", "name a file")
     if not path.parent.is_dir():
         raise SpecError(_flag(name), "", f"the folder {path.parent} does not exist", "create it first")
-    return path
+    return check_output(path, _flag(name))   # a regular file (or none) in a folder we can write into
 
 
 def _data(net, source: str):
@@ -529,6 +515,7 @@ def cmd_train(args) -> int:
         raise SpecError("--dtype", "", f"unknown dtype {args.dtype!r}", f"use {' or '.join(DTYPES)}")
     dtype = DTYPES[args.dtype]
     metrics_path, plot_path, save_path = _output(args, "metrics"), _output(args, "plot"), _output(args, "save")
+    check_distinct({"--metrics": metrics_path, "--plot": plot_path, "--save": save_path})
     if plot_path is not None:
         _figure("--plot")  # fail now, not after training, when matplotlib is missing
     from .spec import load_spec
