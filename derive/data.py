@@ -269,8 +269,7 @@ def read_npz(path, shapes: dict | None = None, names=("x", "y"), fix: str = "", 
     source = str(path)
     limit = MAX_DATA_BYTES if limit is None else limit
     fix = fix or "save it with np.savez(path, x=features, y=targets)"
-    read_regular(path, limit, DataError, "check the path (relative paths start at the working directory)",
-                 check_only=True)
+    read_regular(path, limit, DataError, "use a smaller file", check_only=True)
     wanted = list(shapes) if shapes is not None else list(names)
     try:
         _npz_entries(path, source, fix)
@@ -393,8 +392,7 @@ def split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 
 
 
 def _read_bytes(path: Path, check_only: bool = False) -> bytes:
-    return read_regular(path, MAX_DATA_BYTES, DataError,
-                        "check the path (relative paths start at the working directory)", check_only)
+    return read_regular(path, MAX_DATA_BYTES, DataError, "use a smaller data set (or split it)", check_only)
 
 
 def check_features(x: np.ndarray, source: str) -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 from .errors import OutputError, SpecError, one_line
 
 
+REGULAR = "name a regular file (not a directory, FIFO or device)"
+
+
 def umask() -> int:
     """The process's umask (read by setting it and putting it back)."""
     mask = os.umask(0o022)
@@ -24,7 +27,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_regular(path, limit: int, error=SpecError, fix: str = "name a regular file",
+def read_regular(path, limit: int, error=SpecError, fix: str = "use a smaller file",
                  check_only: bool = False) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; never blocks on a FIFO or a device.
     With check_only, only check that it is one (and return b"").
@@ -36,7 +39,7 @@ def read_regular(path, limit: int, error=SpecError, fix: str = "name a regular f
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
-            raise error(source, "", f"is {_kind(info.st_mode)}, not a regular file", fix)
+            raise error(source, "", f"is {_kind(info.st_mode)}, not a regular file", REGULAR)
         if info.st_size > limit:
             raise error(source, "", f"is {info.st_size:,} bytes, more than {limit:,}", fix)
         if check_only:
@@ -46,13 +49,16 @@ def read_regular(path, limit: int, error=SpecError, fix: str = "name a regular f
         with os.fdopen(fd, "rb") as f:
             mode = os.fstat(f.fileno()).st_mode
             if not stat.S_ISREG(mode):
-                raise error(source, "", f"is {_kind(mode)}, not a regular file", fix)
+                raise error(source, "", f"is {_kind(mode)}, not a regular file", REGULAR)
             data = f.read(limit + 1)
+    except SpecError:                    # a ValueError too: not to be rewrapped below
+        raise
     except FileNotFoundError:
-        raise error(source, "", "file not found", fix) from None
+        raise error(source, "", "file not found", "check the path (relative paths start at the working directory)") \
+            from None
     except (OSError, ValueError) as e:   # ValueError: a NUL byte in the path
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise error(source, "", f"cannot read: {reason}", fix) from None
+        raise error(source, "", f"cannot read: {reason}", "check the file's permissions") from None
     if len(data) > limit:
         raise error(source, "", f"is more than {limit:,} bytes", fix)
     return data

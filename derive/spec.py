@@ -125,19 +125,24 @@ def _show(value) -> str:
 
 
 def _place(net: "Network", key: str, layer: int | None = None) -> str:
-    """`line N, key` when the TOML text is known, else the key path."""
-    path = key if layer is None else f"layers[{layer}].{key}"
-    if not net._text:
+    """`line N, key` when the TOML text is known, else the key path (a long or odd key quoted short)."""
+    shown = key if isinstance(key, str) and len(key) <= MAX_NAME and key.isprintable() else _show(key)
+    path = shown if layer is None else f"layers[{layer}].{shown}"
+    if not net._text or not isinstance(key, str):
         return path
+    text = net._text
+    if len(key) > MAX_NAME:                    # no regex built from a huge key: its first occurrence
+        at = text.find(key)
+        return f"line {text.count(chr(10), 0, at) + 1}, {path}" if at >= 0 else path
+    k = re.escape(key)
+    # One pass over the text (not a match per line): [[layers]] headers, `key =`, or a [key] table.
+    pattern = re.compile(rf"^[ \t\f\v\r]*(?:(\[\[layers\]\])|({k}\s*=)|(\[\[?\s*{k}\s*\]))", re.M)
     table = 0
-    for n, line in enumerate(net._text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped.startswith("[[layers]]"):
+    for m in pattern.finditer(text):
+        if m.group(1):
             table += 1
-        elif re.match(rf"{re.escape(key)}\s*=", stripped) and table == (layer or 0):
-            return f"line {n}, {path}"
-        elif layer is None and re.match(rf"\[\[?\s*{re.escape(key)}\s*\]", stripped):
-            return f"line {n}, {path}"     # an unknown [table] or [[array]] at the top level
+        elif (m.group(2) and table == (layer or 0)) or (m.group(3) and layer is None):
+            return f"line {text.count(chr(10), 0, m.start()) + 1}, {path}"
     return path
 
 
@@ -431,6 +436,8 @@ def load_spec(path) -> Network:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise SpecError(source, "", "is not a regular file", "name a .toml file")
             raw = f.read(MAX_SPEC_BYTES + 1)
+    except SpecError:                    # a ValueError too: not to be rewrapped below
+        raise
     except FileNotFoundError:
         raise SpecError(source, "", "no such file", "check the path") from None
     except (OSError, ValueError) as e:   # ValueError: a NUL byte in the path
@@ -454,6 +461,10 @@ def parse_spec(raw: bytes | str, source: str = "<text>") -> Network:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SpecError(source, f"byte {e.start}", "not UTF-8 text", "save the spec as UTF-8") from None
+    problem = toml_shape_problem(text)
+    if problem:
+        line, what = problem
+        raise SpecError(source, f"line {line}", what, "a spec needs only plain keys and [[layers]] tables")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -462,6 +473,69 @@ def parse_spec(raw: bytes | str, source: str = "<text>") -> Network:
     except RecursionError:
         raise SpecError(source, "", "not valid TOML (nested too deeply)", "a spec needs no nested arrays") from None
     return network_from_dict(doc, source, text)
+
+
+MAX_KEY_PARTS = 16     # parts of one dotted key or [table.header]: tomllib is quadratic in them
+MAX_NESTING = 16       # arrays and inline tables inside one another
+_TOML_TOKEN = re.compile(r'"""|\'\'\'|"|\'|#|\n|[\[\]{}.=,]')
+# Where each kind of string ends (a multi-line one may end in up to two extra quotes).
+_STRING_END = {'"""': re.compile(r'(?:[^"\\]|\\.|"(?!""))*"{3,5}', re.S),
+               "'''": re.compile(r"(?:[^']|'(?!''))*'{3,5}"),
+               '"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"[^'\n]*'")}
+
+
+def toml_shape_problem(text: str) -> tuple[int, str] | None:
+    """(line, what) when the TOML text has a dotted key or table header of more than MAX_KEY_PARTS
+    parts, or nests arrays and inline tables deeper than MAX_NESTING; else None.
+
+    A linear scan run before tomllib, which takes gigabytes and minutes on a 40 KB key of 20,000
+    parts: strings and comments are skipped, and a dot counts only where a key is being read.
+    Malformed text is left for tomllib to report.
+    """
+    line, stack, parts, in_key = 1, [], 1, True
+    pos = 0
+    while True:
+        m = _TOML_TOKEN.search(text, pos)
+        if m is None:
+            return None
+        token, pos = m.group(), m.end()
+        if token == "\n":
+            line += 1
+            if not stack or stack[-1] == "header":
+                stack, parts, in_key = [], 1, True
+        elif token == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+        elif token in _STRING_END:
+            end = _STRING_END[token].match(text, pos)
+            if end is None:
+                return None                 # unterminated: tomllib says where
+            line += text.count("\n", pos, end.end())
+            pos = end.end()
+        elif token == ".":
+            if in_key:
+                parts += 1
+                if parts > MAX_KEY_PARTS:
+                    return line, f"a dotted key or table name of more than {MAX_KEY_PARTS} parts"
+        elif token == "=":
+            in_key, parts = False, 1
+        elif token == ",":
+            if stack and stack[-1] == "{":
+                in_key, parts = True, 1
+        elif token in "[{":
+            if token == "[" and in_key and not stack:
+                stack.append("header")        # [table] or [[array.of.tables]]: a key follows
+                continue
+            if stack and stack[-1] == "header":
+                continue                      # the second [ of [[...]]
+            stack.append(token)
+            if len(stack) > MAX_NESTING:
+                return line, f"arrays or inline tables nested more than {MAX_NESTING} deep"
+            in_key, parts = token == "{", 1
+        elif token in "]}":
+            if stack and stack[-1] != "header":
+                stack.pop()
+            in_key = False
 
 
 def content_hash(net: Network) -> str:
