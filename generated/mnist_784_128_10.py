@@ -26,6 +26,9 @@ def init_params(seed=0, dtype=np.float64):
 def _inputs(params, x):
     """x as an array in the parameters' dtype, checked to be (batch, 784)."""
     dtype = params["W1"].dtype
+    if dtype.kind != "f":
+        # Integer (or bool) weights would turn x into integers too: predict(0.9) == predict(0).
+        raise TypeError(f"params must be float arrays (init_params gives float64 or float32), got {dtype}")
     if type(x) is not np.ndarray or x.dtype != dtype:
         x = np.asarray(x, dtype=dtype)
     if x.ndim != 2 or x.shape[1] != 784 or x.shape[0] == 0:
