@@ -50,7 +50,15 @@ def read_regular(path, limit: int, error=SpecError, fix: str = "use a smaller fi
             mode = os.fstat(f.fileno()).st_mode
             if not stat.S_ISREG(mode):
                 raise error(source, "", f"is {_kind(mode)}, not a regular file", REGULAR)
-            data = f.read(limit + 1)
+            # In chunks: read(limit + 1) would allocate limit bytes up front, however small the file.
+            chunks, size = [], 0
+            while size <= limit:
+                chunk = f.read(min(1 << 20, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)
     except SpecError:                    # a ValueError too: not to be rewrapped below
         raise
     except FileNotFoundError:

@@ -105,3 +105,70 @@ def test_a_subclass_cannot_slip_an_invalid_value_past_validation():
         Network(EvilStr("not an identifier; import os"), 3, [Dense(1, "sigmoid")], loss="bce")
     with pytest.raises(SpecError, match="unknown loss"):
         Network("n", 3, [Dense(1, "sigmoid")], loss=EvilStr("anything"))
+
+
+# --- validation gaps (issue 11, item 8) ----------------------------------------------------------------
+
+SINGULAR = {"1/x": "x = 0", "sin(x)/x": "x = 0", "log(abs(x))": "x = 0", "tan(x + pi/2)": "pole",
+            "1/(x - 0.5)": "x = 1/2", "tan(x)": "pole", "x/(x**2 - 2*x + 0.9)": "x = ", "x**(1/3)": "x = -3",
+            "sqrt(x - 0.1)": "x = -3", "x/(exp(x) - 1)": "cannot be shown", "exp(1/x)": "x = 0",
+            "1/(x**5 - 3*x + 7)": "x = -1.64169", "log(x**2 - 1)": "x = ", "1/sqrt(x**2)": "x = 0"}
+DEFINED = ["x*tanh(log(1 + exp(x)))", "x/(1 + abs(x))", "tan(sin(tan(sin(tan(sin(2*x))))))", "1/(x**2 - 2*x + 2)",
+           "sqrt(x**2 + 1)", "log(cosh(x))", "sqrt(abs(x))", "exp(-x**2)", "1/(sin(x) + cos(3*x) + 2.5)",
+           "tan(1/(1 + x**2))", "log(1 + x**2)", "x*sigmoid(x)", "0.5*x*(1 + erf(x/sqrt(2)))", "max(x, 0.1*x)"]
+
+
+@pytest.mark.parametrize("formula", SINGULAR)
+def test_singular_formulas_are_refused_symbolically(formula):
+    import time
+    start = time.process_time()
+    with pytest.raises(SpecError) as info:
+        Network("n", 2, [Dense(2, "custom", formula=formula), Dense(1, "identity")], loss="mse", source="s.toml")
+    assert time.process_time() - start < 2
+    message = str(info.value)
+    assert "s.toml" in message and "layers[1].formula" in message and SINGULAR[formula] in message, message
+
+
+@pytest.mark.parametrize("formula", DEFINED)
+def test_formulas_defined_everywhere_are_accepted(formula):
+    from derive.formula import parse_formula, undefined_where
+    assert undefined_where(parse_formula(formula)) is None
+    Network("n", 2, [Dense(2, "custom", formula=formula), Dense(1, "identity")], loss="mse")
+
+
+def test_the_singularity_check_never_samples(monkeypatch):
+    """undefined_where decides from the expression: evaluating it at points is not how."""
+    import sympy as sp
+    from derive.formula import parse_formula, undefined_where
+    f = parse_formula("x/(x**2 - 2*x + 0.9)")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sampled")
+
+    monkeypatch.setattr(sp.Expr, "evalf", refuse)
+    monkeypatch.setattr(sp.Expr, "subs", refuse)
+    assert "x = " in undefined_where(f)
+
+
+@pytest.mark.parametrize("formula", ["x*x  # a comment", "x #-*- coding: utf-7 -*-", "x#"])
+def test_formula_comments_are_refused(formula):
+    with pytest.raises(SpecError, match="comment"):
+        Network("n", 2, [Dense(2, "custom", formula=formula)], loss="mse")
+
+
+@pytest.mark.parametrize("name", ["sitecustomize", "usercustomize", "pytest", "numpy", "sympy", "jinja2"])
+def test_names_that_shadow_site_hooks_or_installed_modules_are_refused(name):
+    with pytest.raises(SpecError, match="reserved|installed module"):
+        Network(name, 2, [Dense(1, "sigmoid")], loss="bce")
+
+
+def test_integer_params_do_not_truncate_x(build_module):
+    import numpy as np
+    module = build_module(Network("intparams", 1, [Dense(1, "identity")], loss="mse"))
+    params = {"W1": np.ones((1, 1), np.int64), "b1": np.zeros(1, np.int64)}
+    for call in (lambda: module.predict(params, [[0.9]]), lambda: module.loss(params, [[0.9]], [[0.0]]),
+                 lambda: module.sgd_step(params, [[0.9]], [[0.0]], 0.1)):
+        with pytest.raises(TypeError, match="float arrays"):
+            call()
+    floats = {k: v.astype(np.float64) for k, v in params.items()}
+    assert module.predict(floats, [[0.9]])[0, 0] == 0.9
