@@ -21,6 +21,7 @@ X = sp.Symbol("x", real=True)
 MAX_LENGTH = 500  # characters
 MAX_NODES = 200  # operands and operations
 MAX_DEPTH = 40  # nesting of operations
+MAX_TREE_DEPTH = 100  # nesting of the SymPy expression built from it (sigmoid(u) adds 4 levels)
 MAX_EXPONENT = 100  # |c| in base**c
 MAX_BITS = 10_000  # bound on the exact integers SymPy may form (powers multiply it)
 MAX_ROOT = 1000  # denominators of fractional powers, multiplied through nesting
@@ -126,6 +127,16 @@ _ALLOWED = (
 _VARIABLE_POWER = "for a variable exponent write exp(x*log(2)) instead of 2**x"
 
 
+def _tree_depth(expr: sp.Expr) -> int:
+    """The depth of a SymPy expression tree, counted without recursion."""
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((arg, depth + 1) for arg in node.args)
+    return deepest
+
+
 @dataclass(frozen=True)
 class _Term:
     """A built subformula and what the checks above it need to know."""
@@ -194,6 +205,12 @@ class _Parser:
         if not term.has_x or term.expr.free_symbols != {X}:
             fix = "a constant activation has zero gradient; use x"
             self.fail(f"{whole} does not depend on x", fix)
+        depth = _tree_depth(term.expr)
+        if depth > MAX_TREE_DEPTH:
+            # SymPy's differentiation and printing recurse on the tree: ~120 levels (sigmoid nested
+            # 30 deep) end in a RecursionError; 100 is well inside what derives in seconds.
+            self.fail(f"formula nests {depth} deep once written out in SymPy (sigmoid(u) is 1/(1 + exp(-u))), "
+                      f"more than {MAX_TREE_DEPTH}", "nest fewer functions")
         if term.expr.has(sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity, sp.I):
             self.fail(
                 f"{whole} is {term.expr}, not a finite real function of x",
