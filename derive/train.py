@@ -5,7 +5,6 @@ import difflib
 import importlib.util
 import inspect
 import json
-import os
 import re
 import sys
 import tempfile

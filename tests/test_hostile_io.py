@@ -9,7 +9,6 @@ import math
 import os
 import stat
 import struct
-import sys
 import time
 import tracemalloc
 import warnings
