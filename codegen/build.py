@@ -1,14 +1,16 @@
 """What a build writes for a spec, rendered in memory first, then written atomically."""
+import os
+import stat
 from pathlib import Path
 
-from derive.errors import SpecError
+from derive.errors import OutputError, SpecError
 from derive.files import is_temporary
 from derive.program import Program, program
 from derive.spec import Network, load_spec
 
 from .document import document_outputs
 from .optimizers import render_optimizers
-from .output import is_generated, write_outputs  # noqa: F401  (build's writer is output.write_outputs)
+from .output import _regular_problem, is_generated, write_outputs  # noqa: F401  (build's writer)
 from .render import render_module, source_label
 
 
@@ -47,6 +49,32 @@ def project_outputs(examples: Path) -> dict[str, str]:
     return outputs
 
 
+def collect_outputs(nets, render) -> dict[str, str]:
+    """{file name: text} of render(net) for every net, refusing two specs that would write one file.
+
+    Raises:
+        OutputError: before anything is rendered or written, naming both specs.
+    """
+    nets = list({net.source: net for net in reversed(list(nets))}.values())[::-1]   # a file named twice: once
+    owners = {}
+    for net in nets:
+        for name in _names_of(net, render):
+            if name in owners:
+                raise OutputError(net.source, "name", f"'{net.name}' would write {name}, as "
+                                  f"{owners[name].source} does too", "give every spec its own name")
+            owners[name] = net
+    outputs = {}
+    for net in nets:
+        outputs.update(render(net))
+    return outputs
+
+
+def _names_of(net: Network, render) -> list[str]:
+    if render is module_outputs:
+        return [f"{net.name}.py"]
+    return [f"{net.name}.py", f"{net.name}.tex", f"{net.name}.md"]
+
+
 def stale_files(examples: Path, generated: Path) -> list[str]:
     """Files in `generated` that differ from, are missing from, or are not produced by `examples`."""
     expected = project_outputs(examples)
@@ -56,10 +84,27 @@ def stale_files(examples: Path, generated: Path) -> list[str]:
         path = generated / name
         if not path.exists():
             stale.append(f"{path} (missing)")
-        elif path.read_text(encoding="utf-8", errors="replace") != text:
+        elif _regular_problem(path):      # never read a FIFO or a device: it could block forever
+            stale.append(f"{path} ({_regular_problem(path)})")
+        elif _differs(path, text.encode("utf-8")):
             stale.append(f"{path} (differs)")
     if generated.is_dir():
         for path in sorted(generated.iterdir()):
             if path.is_file() and path.name not in expected and not is_temporary(path) and is_generated(path):
                 stale.append(f"{path} (no spec in {examples} produces it)")
     return stale
+
+
+def _differs(path: Path, expected: bytes) -> bool:
+    """Whether a regular file's bytes differ from expected (its size is compared first: no big reads)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            # Git may check files out with CRLF line ends: compared as text with universal newlines.
+            if not stat.S_ISREG(info.st_mode) or not len(expected) <= info.st_size <= len(expected) + expected.count(b"\n"):
+                return True
+            data = f.read(info.st_size + 1)
+            return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") != expected
+    except OSError:
+        return True

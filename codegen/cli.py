@@ -19,11 +19,9 @@ def _load(paths):
 
 
 def cmd_generate(args) -> int:
-    from .build import module_outputs, write_outputs
+    from .build import collect_outputs, module_outputs, write_outputs
     nets = _load(args.spec)
-    outputs = {}
-    for net in nets:
-        outputs.update(module_outputs(net))
+    outputs = collect_outputs(nets, module_outputs)     # refuses two specs of one name, before writing
     for path in write_outputs(outputs, Path(args.output), force=args.force):
         print(f"wrote {path}")
     return 0
@@ -35,14 +33,17 @@ def cmd_build(args) -> int:
 
     from derive.program import program
 
-    from .build import build_outputs, shared_outputs, write_outputs
-    progs = [program(net) for net in _load(args.spec)]     # each spec derived once, read by every consumer
-    outputs = shared_outputs()
-    for prog in progs:
-        outputs.update(build_outputs(prog))
+    from .build import build_outputs, collect_outputs, shared_outputs, write_outputs
+    progs = {}
+
+    def derived_once(net):          # each spec derived once; the summary below reads the same Program
+        progs[net.source] = program(net)
+        return build_outputs(progs[net.source])
+
+    outputs = {**shared_outputs(), **collect_outputs(_load(args.spec), derived_once)}
     written = write_outputs(outputs, Path(args.output), force=args.force)
     ok = True
-    for prog in progs:
+    for prog in progs.values():
         net = prog.network
         print(summary(prog))
         print()

@@ -1,4 +1,6 @@
 """Where generated files go: the header that marks them, and the writer that never replaces anything else."""
+import os
+import stat
 from pathlib import Path
 
 from derive import files
@@ -10,13 +12,34 @@ GENERATED_MARKERS = (HEADER, TEX_HEADER, MD_HEADER)
 
 
 def is_generated(path: Path) -> bool:
-    """A file nnderive wrote (its first line carries the generated-file header)."""
+    """A regular file nnderive wrote (its first line carries the generated-file header).
+
+    Never opens a FIFO or a device (which could block, or have effects), and reads 200 bytes at most.
+    """
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            first = f.readline()
-    except OSError:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return False
+            first = f.read(200).split(b"\n")[0].decode("utf-8", errors="replace")
+    except (OSError, ValueError):
         return False
     return first.startswith(GENERATED_MARKERS)
+
+
+def _regular_problem(path: Path) -> str:
+    """Why `path` cannot be replaced by a generated file ("" if it can: missing or a regular file)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ""
+    except (OSError, ValueError) as e:
+        return f"cannot be checked ({getattr(e, 'strerror', None) or e})"
+    if stat.S_ISREG(mode):
+        return ""
+    return "is a directory" if stat.S_ISDIR(mode) else "is not a regular file (a device, FIFO or socket)"
 
 
 def write_outputs(outputs: dict[str, str], directory: Path, force: bool = False) -> list[Path]:

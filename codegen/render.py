@@ -10,6 +10,12 @@ from .printer import HELPERS, NumPyPrinter
 from .templating import PYTHON
 
 
+def quoted(text) -> str:
+    """Spec-controlled text (a file name) as a printable-ASCII Python string literal, for a comment:
+    it cannot break the line, and it is kept out of lines 1-2, where Python reads a coding cookie."""
+    return ascii(str.__str__(str(text)))
+
+
 
 
 class _Printer:
@@ -46,7 +52,8 @@ def module_context(prog: Program, source: str) -> dict:
         init.append((naming.weight(l), net.sizes[l], net.sizes[l - 1], net.init_gain(l)))
     grads = prog.grads
     return dict(
-        header=f"{HEADER} from {source} (sha256 {content_hash(net)}). DO NOT EDIT.",
+        header=f"{HEADER} (sha256 {content_hash(net)}). DO NOT EDIT.\n"
+               f"# Regenerate it from its spec with `nnderive generate SPEC`.\n# Spec: {quoted(source)}",
         name=net.name, describe=net.describe(), n_in=net.inputs, n_out=net.sizes[-1],
         shapes=net.param_shapes(), init=init, forward=forward, backward=backward, saved=saved,
         backward_args=[v for v in ["x"] + saved if v in backward_needs],

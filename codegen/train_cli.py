@@ -10,7 +10,7 @@ import numpy as np
 
 from derive.data import check_width, load, split
 from derive.errors import SpecError
-from derive.files import write_file
+from derive.files import check_distinct, check_output, write_file
 from derive.params import load_params, save_params
 from derive.plots import new_figure, plot_curves, plot_surface
 from derive.surface import MAX_STEPS, SURFACE_DEFAULTS, _one_blas_thread, loss_surface, parse_element
@@ -110,7 +110,7 @@ def _output(args, name: str) -> Path | None:
         raise SpecError(_flag(name), "", f"{text} is a directory", "name a file")
     if not path.parent.is_dir():
         raise SpecError(_flag(name), "", f"the folder {path.parent} does not exist", "create it first")
-    return path
+    return check_output(path, _flag(name))   # a regular file (or none) in a folder we can write into
 
 
 def _data(net, source: str):
@@ -131,6 +131,7 @@ def cmd_train(args) -> int:
         raise SpecError("--dtype", "", f"unknown dtype {args.dtype!r}", f"use {' or '.join(DTYPES)}")
     dtype = DTYPES[args.dtype]
     metrics_path, plot_path, save_path = _output(args, "metrics"), _output(args, "plot"), _output(args, "save")
+    check_distinct({"--metrics": metrics_path, "--plot": plot_path, "--save": save_path})
     if plot_path is not None:
         new_figure("--plot")  # fail now, not after training, when matplotlib is missing
     from .spec import load_spec

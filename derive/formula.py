@@ -21,6 +21,7 @@ X = sp.Symbol("x", real=True)
 MAX_LENGTH = 500  # characters
 MAX_NODES = 200  # operands and operations
 MAX_DEPTH = 40  # nesting of operations
+MAX_TREE_DEPTH = 100  # nesting of the SymPy expression built from it (sigmoid(u) adds 4 levels)
 MAX_EXPONENT = 100  # |c| in base**c
 MAX_BITS = 10_000  # bound on the exact integers SymPy may form (powers multiply it)
 MAX_ROOT = 1000  # denominators of fractional powers, multiplied through nesting
@@ -126,6 +127,16 @@ _ALLOWED = (
 _VARIABLE_POWER = "for a variable exponent write exp(x*log(2)) instead of 2**x"
 
 
+def _tree_depth(expr: sp.Expr) -> int:
+    """The depth of a SymPy expression tree, counted without recursion."""
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((arg, depth + 1) for arg in node.args)
+    return deepest
+
+
 @dataclass(frozen=True)
 class _Term:
     """A built subformula and what the checks above it need to know."""
@@ -194,6 +205,12 @@ class _Parser:
         if not term.has_x or term.expr.free_symbols != {X}:
             fix = "a constant activation has zero gradient; use x"
             self.fail(f"{whole} does not depend on x", fix)
+        depth = _tree_depth(term.expr)
+        if depth > MAX_TREE_DEPTH:
+            # SymPy's differentiation and printing recurse on the tree: ~120 levels (sigmoid nested
+            # 30 deep) end in a RecursionError; 100 is well inside what derives in seconds.
+            self.fail(f"formula nests {depth} deep once written out in SymPy (sigmoid(u) is 1/(1 + exp(-u))), "
+                      f"more than {MAX_TREE_DEPTH}", "nest fewer functions")
         if term.expr.has(sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity, sp.I):
             self.fail(
                 f"{whole} is {term.expr}, not a finite real function of x",
@@ -213,6 +230,11 @@ class _Parser:
         self.offset = len(self.raw) - len(self.raw.lstrip())
         if not self.text:
             self.fail("formula is empty", 'write a formula in x, e.g. "x*sigmoid(x)"')
+        if "#" in self.text:
+            # Python's parser would drop it, and the documents would still quote it.
+            column = self.text.index("#") + 1 + self.offset
+            self.fail(f"a comment ('#' at column {column}) is not allowed in a formula",
+                      "remove it (a TOML comment goes after the closing quote)")
         for column, char in enumerate(self.text, 1 + self.offset):
             # Python's parser NFKC-normalises identifiers (fullwidth 'ｘ' becomes 'x'),
             # so anything but printable ASCII is refused before it gets there.
@@ -494,3 +516,208 @@ class _Parser:
                 "use smaller constants, with no division by zero and no log or sqrt of a negative",
             )
         return float(value)
+
+
+# --- where a formula is defined ---------------------------------------------------------------------
+
+_HALF_PI = math.pi / 2
+_MARGIN = 1e-9          # interval ends this close to a pole or a domain edge count as touching it
+MAX_POLY_DEGREE = 12    # a polynomial part of higher degree is not solved: the formula is refused
+_BOUNDED = {sp.sin: (-1.0, 1.0), sp.cos: (-1.0, 1.0), sp.sign: (-1.0, 1.0)}
+_INCREASING = {sp.exp: math.exp, sp.sinh: math.sinh, sp.asinh: math.asinh, sp.atan: math.atan,
+               sp.tanh: math.tanh, sp.erf: math.erf}
+
+
+class _Undecided(Exception):
+    """Interval arithmetic cannot show that `part` meets `need` ("nonzero", "positive",
+    "nonnegative", "no pole") for every real x: the exact check decides."""
+
+    def __init__(self, node: sp.Expr, need: str, part: sp.Expr):
+        super().__init__(need)
+        self.node, self.need, self.part = node, need, part
+
+
+def _apply(f, u: float) -> float:
+    try:
+        return f(u)
+    except OverflowError:
+        return math.inf if u > 0 else -math.inf
+    except ValueError:
+        return math.nan
+
+
+def _range(e: sp.Expr, proven: frozenset) -> tuple[float, float]:
+    """An interval holding every value of e over all real x; _Undecided where e may be undefined.
+
+    Interval arithmetic over the tree (ends kept _MARGIN away from poles and domain edges): one
+    pass proves most activations defined everywhere (mish, softsign, tan(sin(x)) ...). Nodes in
+    `proven` were shown defined exactly; their range is taken as unbounded where intervals cannot say.
+    """
+    if e == X:
+        return -math.inf, math.inf
+    if e.is_Number or e.is_NumberSymbol:
+        v = float(e)
+        return v, v
+    if e.is_Add:
+        lo = hi = 0.0
+        for a in e.args:
+            a_lo, a_hi = _range(a, proven)
+            lo, hi = lo + a_lo, hi + a_hi
+            if math.isnan(lo) or math.isnan(hi):     # -inf + inf: unbounded both ways
+                lo, hi = -math.inf, math.inf
+        return lo, hi
+    if e.is_Mul:
+        lo, hi = 1.0, 1.0
+        for a in e.args:
+            a_lo, a_hi = _range(a, proven)
+            products = [p for p in (lo * a_lo, lo * a_hi, hi * a_lo, hi * a_hi) if not math.isnan(p)]
+            lo, hi = (min(products), max(products)) if len(products) == 4 else (-math.inf, math.inf)
+        return lo, hi
+    if e.is_Pow:
+        base, exponent = e.args
+        if not exponent.is_Rational:
+            raise _Undecided(e, "nonzero", base)
+        lo, hi = _range(base, proven)
+        if exponent.is_Integer:
+            n = int(exponent)
+            if n < 0 and lo <= _MARGIN and hi >= -_MARGIN:
+                if e not in proven:
+                    raise _Undecided(e, "nonzero", base)
+                return -math.inf, math.inf
+            return _power_range(lo, hi, n)
+        need = "positive" if exponent < 0 else "nonnegative"
+        if lo < (_MARGIN if exponent < 0 else 0.0):  # a fractional power of a negative number is not real
+            if e not in proven:
+                raise _Undecided(e, need, base)
+            lo = 0.0
+        p = float(exponent)
+        ends = [_apply(lambda u: u ** p, max(lo, 0.0)), _apply(lambda u: u ** p, hi)]
+        return (min(ends), max(ends)) if exponent > 0 else (0.0, math.inf)
+    f = e.func
+    args = [_range(a, proven) for a in e.args]
+    if f in (sp.Max, sp.Min):
+        pick = max if f is sp.Max else min
+        return pick(a[0] for a in args), pick(a[1] for a in args)
+    if f is sp.Abs:
+        (lo, hi), = args
+        return (0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))), max(abs(lo), abs(hi))
+    if f is sp.log:
+        (lo, hi), = args
+        if lo < _MARGIN:
+            if e not in proven:
+                raise _Undecided(e, "positive", e.args[0])
+            return -math.inf, _apply(math.log, hi) if hi > 0 else math.inf
+        return math.log(lo), _apply(math.log, hi)
+    if f is sp.cosh:
+        (lo, hi), = args
+        ends = [_apply(math.cosh, lo), _apply(math.cosh, hi)]
+        return (1.0 if lo <= 0 <= hi else min(ends)), max(ends)
+    if f in (sp.tan, sp.cot):
+        (lo, hi), = args
+        shift = _HALF_PI if f is sp.tan else 0.0     # tan: poles at pi/2 + k pi; cot: at k pi
+        if math.isfinite(lo) and math.isfinite(hi):
+            k = math.floor((lo + shift) / math.pi)
+            if k * math.pi - shift + _MARGIN < lo and hi < (k + 1) * math.pi - shift - _MARGIN:
+                ends = [math.tan(lo), math.tan(hi)] if f is sp.tan else [1 / math.tan(hi), 1 / math.tan(lo)]
+                return min(ends), max(ends)
+        raise _Undecided(e, "no pole", e.args[0])
+    if f in _INCREASING:
+        (lo, hi), = args
+        return _apply(_INCREASING[f], lo), _apply(_INCREASING[f], hi)
+    if f in _BOUNDED:
+        return _BOUNDED[f]
+    raise _Undecided(e, "known", e)
+
+
+def _power_range(lo: float, hi: float, n: int) -> tuple[float, float]:
+    ends = [_apply(lambda u: u ** n, lo), _apply(lambda u: u ** n, hi)]
+    if n % 2 == 0 and lo <= 0 <= hi:
+        return (0.0 if n > 0 else min(ends)), (max(ends) if n > 0 else math.inf)
+    return min(ends), max(ends)
+
+
+def _degree(e: sp.Expr) -> int | None:
+    """The degree in X of a polynomial expression, counted on the tree (no expansion); None if e is not one."""
+    if e == X:
+        return 1
+    if e.is_Number:
+        return 0
+    if e.is_Add or e.is_Mul:
+        degrees = [_degree(a) for a in e.args]
+        if None in degrees:
+            return None
+        return max(degrees) if e.is_Add else sum(degrees)
+    if e.is_Pow and e.exp.is_Integer and e.exp >= 0:
+        d = _degree(e.base)
+        return None if d is None else d * int(e.exp)
+    return None
+
+
+def _decide(need: str, u: sp.Expr) -> str | None:
+    """Exactly: why u fails `need` for some real x (text naming a point), "" if it meets it, None if
+    this check cannot tell (u not a polynomial of degree <= MAX_POLY_DEGREE)."""
+    if need == "nonzero" and isinstance(u, sp.Abs):
+        return _decide("nonzero", u.args[0])
+    if need == "nonzero" and u.is_Pow and u.exp.is_Integer and u.exp > 0:
+        return _decide("nonzero", u.base)
+    if need in ("positive", "nonzero") and isinstance(u, sp.Abs):
+        return _decide("nonzero", u.args[0])
+    if need in ("nonzero", "positive", "nonnegative") and u.is_Mul and need == "nonzero":
+        for factor in u.args:
+            why = _decide("nonzero", factor)
+            if why is None or why:
+                return why
+        return ""
+    degree = _degree(u)
+    if degree is None or degree > MAX_POLY_DEGREE:
+        return None
+    if need == "no pole" or need == "known":
+        return None if degree == 0 else f"where tan/cot of {u} reaches a pole"   # a nonconstant polynomial takes every
+    poly = sp.Poly(u, X)                                          # value on a half-line at least
+    if not poly.domain.is_QQ and not poly.domain.is_ZZ:
+        return None
+    roots = poly.real_roots()
+    if u == X:
+        return "at x = 0" if need != "nonnegative" else "for x < 0"
+    if need == "nonzero":
+        return f"at x = {_short(roots[0])}, where {u} = 0" if roots else ""
+    odd = sorted({r for r in roots if roots.count(r) % 2 == 1}, key=lambda r: abs(float(r)))
+    if odd:
+        return f"beside x = {_short(odd[0])}, where {u} changes sign"
+    probe = next(t for t in range(len(roots) + 1) if sp.Rational(t) not in roots)
+    if poly(probe) < 0:
+        return f"at x = {probe}, where {u} < 0"
+    if need == "positive" and roots:
+        return f"at x = {_short(roots[0])}, where {u} = 0"
+    return ""
+
+
+def _short(r: sp.Expr) -> str:
+    return str(r) if r.is_Rational else f"{float(r):.6g}"
+
+
+def undefined_where(expr: sp.Expr) -> str | None:
+    """Why the formula is not defined (a finite real number) for every real x, or None if it is.
+
+    Decided symbolically, never by sampling: interval arithmetic over the tree, and where it
+    leaves a part open (a denominator, a log or root argument, a tan argument that may reach a
+    pole) an exact decision: real roots of a polynomial part (degree <= MAX_POLY_DEGREE). A part
+    neither can decide is refused: an activation must be provably defined everywhere. Linear in the
+    formula's size, plus root isolation of bounded degree.
+    """
+    proven = frozenset()
+    for _ in range(MAX_NODES + 1):
+        try:
+            _range(expr, proven)
+            return None
+        except _Undecided as undecided:
+            gap = undecided
+        why = _decide(gap.need, gap.part)
+        if why is None:
+            what = {"nonzero": "is never 0", "positive": "is always positive", "nonnegative": "is never negative",
+                    "no pole": "keeps tan/cot away from its poles", "known": "is defined everywhere"}[gap.need]
+            return f"has a part {gap.node} where it cannot be shown that {gap.part} {what}"
+        if why:
+            return f"is not a finite real number {why}"
+        proven |= {gap.node}
+    return "is too complex to check"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError
+from .data import DataError, read_npz
 from .files import write_file
 
 
@@ -31,15 +31,9 @@ def save_params(params: dict, path) -> None:
 def load_params(path, shapes: dict, dtype=np.float64) -> dict:
     """Read params saved by save_params (or np.savez) and check them against `shapes`."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), "", "is a directory, not a file" if path.is_dir() else "file not found",
-                        "name a .npz file written by nnderive train --save")
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            params = {k: arrays[k] for k in arrays.files}
-    except Exception as e:  # zipfile, pickle and format errors differ by NumPy version
-        raise DataError(str(path), "", f"not a readable .npz file ({' '.join(str(e).split())})",
-                        "name a .npz file written by nnderive train --save") from None
-    if any(v.dtype.kind not in "biuf" for v in params.values()):
-        raise DataError(str(path), "", "holds non-numeric arrays", "name a .npz file written by nnderive train --save")
+    # Names, dtypes and shapes are checked from the .npy headers before any array is decompressed.
+    params = read_npz(path, shapes=shapes, fix="name a .npz file written by nnderive train --save of this spec")
+    for k, v in params.items():
+        if not np.all(np.isfinite(v)):
+            raise DataError(str(path), k, "holds NaN or infinity", "load parameters from a run that did not diverge")
     return fit_params(params, shapes, dtype, str(path))

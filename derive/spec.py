@@ -1,5 +1,6 @@
 """Network specs from TOML or Python, validated in one place: every spec error is raised here."""
 import difflib
+import functools
 import keyword
 import math
 import os
@@ -23,7 +24,8 @@ from .losses import LOSSES
 # started next to it) and the names Windows reserves for devices.
 RESERVED = ({"PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad", "predict",
              "np", "numpy", "math", "sgd_step", "sympy", "mpmath", "jinja2", "derive", "codegen",
-             "generated", "optimizers", "conftest", "setup", "nnderive"}
+             "generated", "optimizers", "conftest", "setup", "nnderive",
+             "sitecustomize", "usercustomize", "__main__"}   # site imports these from anywhere on sys.path
             | set(sys.stdlib_module_names)
             | {"con", "prn", "aux", "nul"} | {f"{dev}{i}" for dev in ("com", "lpt") for i in range(1, 10)})
 MAX_NAME = 64          # characters: a module (file) name, a custom activation name
@@ -133,19 +135,24 @@ def _show(value) -> str:
 
 
 def _place(net: "Network", key: str, layer: int | None = None) -> str:
-    """`line N, key` when the TOML text is known, else the key path."""
-    path = key if layer is None else f"layers[{layer}].{key}"
-    if not net._text:
+    """`line N, key` when the TOML text is known, else the key path (a long or odd key quoted short)."""
+    shown = key if isinstance(key, str) and len(key) <= MAX_NAME and key.isprintable() else _show(key)
+    path = shown if layer is None else f"layers[{layer}].{shown}"
+    if not net._text or not isinstance(key, str):
         return path
+    text = net._text
+    if len(key) > MAX_NAME:                    # no regex built from a huge key: its first occurrence
+        at = text.find(key)
+        return f"line {text.count(chr(10), 0, at) + 1}, {path}" if at >= 0 else path
+    k = re.escape(key)
+    # One pass over the text (not a match per line): [[layers]] headers, `key =`, or a [key] table.
+    pattern = re.compile(rf"^[ \t\f\v\r]*(?:(\[\[layers\]\])|({k}\s*=)|(\[\[?\s*{k}\s*\]))", re.M)
     table = 0
-    for n, line in enumerate(net._text.splitlines(), start=1):
-        stripped = line.strip()
-        if stripped.startswith("[[layers]]"):
+    for m in pattern.finditer(text):
+        if m.group(1):
             table += 1
-        elif re.match(rf"{re.escape(key)}\s*=", stripped) and table == (layer or 0):
-            return f"line {n}, {path}"
-        elif layer is None and re.match(rf"\[\[?\s*{re.escape(key)}\s*\]", stripped):
-            return f"line {n}, {path}"     # an unknown [table] or [[array]] at the top level
+        elif (m.group(2) and table == (layer or 0)) or (m.group(3) and layer is None):
+            return f"line {text.count(chr(10), 0, m.start()) + 1}, {path}"
     return path
 
 
@@ -157,8 +164,45 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _exact(value):
+    """A copy of value as exactly int, float or str when it is an instance of one (a subclass's
+    __repr__ or __format__ would otherwise write its own text into the generated code); else value."""
+    if type(value) in (bool, int, float, str):
+        return value
+    for kind in (int, float, str):      # bool cannot be subclassed
+        if isinstance(value, kind):
+            return getattr(kind, f"__{kind.__name__}__")(value)
+    return value
+
+
+def _normalize(net: Network) -> None:
+    """Replace every field of net, and every layer, by a copy of exactly the built-in type it claims
+    to be (Dense, int, float, str), so that what validate checks is what the generators print."""
+    layers = net.layers
+    if isinstance(layers, (list, tuple)):
+        layers = tuple(_exact_layer(layer) if isinstance(layer, Dense) else layer for layer in layers)
+    for attr, value in (("name", _exact(net.name)), ("inputs", _exact(net.inputs)), ("loss", _exact(net.loss)),
+                        ("source", _exact(net.source)), ("layers", layers)):
+        object.__setattr__(net, attr, value)
+
+
+def _exact_layer(layer: Dense) -> Dense:
+    units, activation, formula = layer.units, layer.activation, layer.formula     # each read once
+    params = layer.params
+    params = {_exact(k): _exact(v) for k, v in dict.items(params)} if isinstance(params, dict) else params
+    copy = Dense.__new__(Dense)
+    for attr, value in (("units", _exact(units)), ("activation", _exact(activation)), ("params", params),
+                        ("formula", _exact(formula))):
+        object.__setattr__(copy, attr, value)
+    return copy
+
+
 def validate(net: Network) -> None:
-    """Raise SpecError for the first problem in `net`, naming the place and the fix."""
+    """Raise SpecError for the first problem in `net`, naming the place and the fix.
+
+    First every field is replaced by a copy of exactly its built-in type (see _normalize).
+    """
+    _normalize(net)
     src = net.source
 
     def fail(key, what, fix, layer=None):
@@ -173,6 +217,10 @@ def validate(net: Network) -> None:
     if net.name in RESERVED or net.name.lower() in RESERVED or net.name.startswith("_"):
         fail("name", f"name '{net.name}' is reserved: it would shadow a module or the generated module's own "
              "functions", f"choose another name, e.g. name = \"{net.name.strip('_') or 'my'}_net\"")
+    shadowed = _installed_module(net.name)
+    if shadowed:
+        fail("name", f"name '{net.name}' is an installed module ({shadowed}): a generated {net.name}.py would "
+             "shadow it for any program started beside it", f"choose another name, e.g. name = \"{net.name}_net\"")
     if not _is_int(net.inputs) or not 1 <= net.inputs <= MAX_UNITS:
         fail("inputs", f"inputs must be a whole number from 1 to {MAX_UNITS}, got {_show(net.inputs)}",
              "e.g. inputs = 4")
@@ -212,6 +260,12 @@ def validate(net: Network) -> None:
                     fail("formula", f"{_show(layer.formula)} is not a finite real number at x = {x:g}",
                          "an activation must be defined for every input (no log or sqrt of negatives, "
                          "no exp of exp of exp)", l)
+            from .formula import undefined_where
+            problem = undefined_where(f)
+            if problem:
+                fail("formula", f"{_show(layer.formula)} {problem}",
+                     "an activation must be a finite real number for every real x: keep denominators and the "
+                     "arguments of log, roots and tan away from their poles (e.g. 1 + exp(...), x**2 + 1)", l)
             continue
         if name not in ACTIVATIONS:
             fail("activation", f"unknown activation {name!r}",
@@ -270,6 +324,33 @@ def _value(expr: sp.Expr, x: float) -> float | None:
         return math.nan
     except (KeyError, TypeError, RecursionError):
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _installed_module(name: str) -> str:
+    """Where Python would import `name` from ("" if nowhere, or only a module nnderive generated)."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return ""
+    if spec is None or spec.origin in (None, "namespace"):    # a bare folder (namespace package): no code
+        return ""
+    origin = spec.origin
+    if origin not in ("built-in", "frozen"):
+        entry = os.path.dirname(os.path.abspath(origin))      # the sys.path entry it was found in
+        if spec.submodule_search_locations is not None:
+            entry = os.path.dirname(entry)
+        if entry == os.getcwd():
+            return ""   # a file of the working directory (on sys.path only for python -m): not installed
+    if spec.origin and spec.origin.endswith(".py"):
+        try:
+            with open(spec.origin, "rb") as f:
+                if f.read(40).startswith(b"# Code generated by nnderive"):
+                    return ""           # an earlier generation of this very module
+        except OSError:
+            pass
+    return one_line(origin, 80)
 
 
 def _identifier_problem(name) -> str:
@@ -405,8 +486,14 @@ def load_spec(path) -> Network:
             raise SpecError(source, "", "is not a regular file", "name a .toml file")
         if info.st_size > MAX_SPEC_BYTES:
             raise SpecError(source, "", f"spec file larger than {MAX_SPEC_BYTES:,} bytes", "a spec is a few lines of TOML")
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a file swapped for a FIFO since the stat must not make open wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError(source, "", "is not a regular file", "name a .toml file")
             raw = f.read(MAX_SPEC_BYTES + 1)
+    except SpecError:                    # a ValueError too: not to be rewrapped below
+        raise
     except FileNotFoundError:
         raise SpecError(source, "", "no such file", "check the path") from None
     except (OSError, ValueError) as e:   # ValueError: a NUL byte in the path
@@ -430,6 +517,10 @@ def parse_spec(raw: bytes | str, source: str = "<text>") -> Network:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SpecError(source, f"byte {e.start}", "not UTF-8 text", "save the spec as UTF-8") from None
+    problem = toml_shape_problem(text)
+    if problem:
+        line, what = problem
+        raise SpecError(source, f"line {line}", what, "a spec needs only plain keys and [[layers]] tables")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -438,6 +529,69 @@ def parse_spec(raw: bytes | str, source: str = "<text>") -> Network:
     except RecursionError:
         raise SpecError(source, "", "not valid TOML (nested too deeply)", "a spec needs no nested arrays") from None
     return network_from_dict(doc, source, text)
+
+
+MAX_KEY_PARTS = 16     # parts of one dotted key or [table.header]: tomllib is quadratic in them
+MAX_NESTING = 16       # arrays and inline tables inside one another
+_TOML_TOKEN = re.compile(r'"""|\'\'\'|"|\'|#|\n|[\[\]{}.=,]')
+# Where each kind of string ends (a multi-line one may end in up to two extra quotes).
+_STRING_END = {'"""': re.compile(r'(?:[^"\\]|\\.|"(?!""))*"{3,5}', re.S),
+               "'''": re.compile(r"(?:[^']|'(?!''))*'{3,5}"),
+               '"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"[^'\n]*'")}
+
+
+def toml_shape_problem(text: str) -> tuple[int, str] | None:
+    """(line, what) when the TOML text has a dotted key or table header of more than MAX_KEY_PARTS
+    parts, or nests arrays and inline tables deeper than MAX_NESTING; else None.
+
+    A linear scan run before tomllib, which takes gigabytes and minutes on a 40 KB key of 20,000
+    parts: strings and comments are skipped, and a dot counts only where a key is being read.
+    Malformed text is left for tomllib to report.
+    """
+    line, stack, parts, in_key = 1, [], 1, True
+    pos = 0
+    while True:
+        m = _TOML_TOKEN.search(text, pos)
+        if m is None:
+            return None
+        token, pos = m.group(), m.end()
+        if token == "\n":
+            line += 1
+            if not stack or stack[-1] == "header":
+                stack, parts, in_key = [], 1, True
+        elif token == "#":
+            end = text.find("\n", pos)
+            pos = len(text) if end < 0 else end
+        elif token in _STRING_END:
+            end = _STRING_END[token].match(text, pos)
+            if end is None:
+                return None                 # unterminated: tomllib says where
+            line += text.count("\n", pos, end.end())
+            pos = end.end()
+        elif token == ".":
+            if in_key:
+                parts += 1
+                if parts > MAX_KEY_PARTS:
+                    return line, f"a dotted key or table name of more than {MAX_KEY_PARTS} parts"
+        elif token == "=":
+            in_key, parts = False, 1
+        elif token == ",":
+            if stack and stack[-1] == "{":
+                in_key, parts = True, 1
+        elif token in "[{":
+            if token == "[" and in_key and not stack:
+                stack.append("header")        # [table] or [[array.of.tables]]: a key follows
+                continue
+            if stack and stack[-1] == "header":
+                continue                      # the second [ of [[...]]
+            stack.append(token)
+            if len(stack) > MAX_NESTING:
+                return line, f"arrays or inline tables nested more than {MAX_NESTING} deep"
+            in_key, parts = token == "{", 1
+        elif token in "]}":
+            if stack and stack[-1] != "header":
+                stack.pop()
+            in_key = False
 
 
 def content_hash(net: Network) -> str:
