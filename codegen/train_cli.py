@@ -40,7 +40,7 @@ def fresh_modules(net):
 
 def add_parsers(sub) -> None:
     """Add the `train` and `surface` commands to an argparse subparsers object."""
-    from .optimizers import OPTIMIZERS
+    from derive.optimizers import OPTIMIZERS
     default = DEFAULTS["optimizer"]
     t = sub.add_parser("train", help="train a spec's network on data with mini-batches",
                        description="Generate the spec's module, then train it with shuffled mini-batches on "
@@ -122,7 +122,7 @@ def _data(net, source: str):
 
 def cmd_train(args) -> int:
     """`nnderive train`: every argument is checked before generating, training or writing."""
-    from .optimizers import OPTIMIZERS
+    from derive.optimizers import OPTIMIZERS
     settings = {"epochs": _number(args, "epochs", int), "batch_size": _number(args, "batch_size", int),
                 "optimizer": args.optimizer, "lr": _number(args, "lr", float), "seed": _number(args, "seed", int),
                 "test_fraction": _number(args, "test_fraction", float)}
@@ -134,10 +134,10 @@ def cmd_train(args) -> int:
     check_distinct({"--metrics": metrics_path, "--plot": plot_path, "--save": save_path})
     if plot_path is not None:
         new_figure("--plot")  # fail now, not after training, when matplotlib is missing
-    from .spec import load_spec
+    from derive.spec import load_spec
     net = load_spec(args.spec)
     x, y = _data(net, args.data)
-    start = None if args.load is None else load_params(args.load, net.paramdescribe_shapes(), dtype)
+    start = None if args.load is None else load_params(args.load, net.param_shapes(), dtype)
 
     if settings["lr"] is None:
         settings["lr"] = float(OPTIMIZERS[settings["optimizer"]].defaults["lr"])
@@ -183,9 +183,9 @@ def cmd_surface(args) -> int:
         raise SpecError("--span", "", f"must be a positive number, got {args.span!r}", "e.g. --span 1.0")
     if not 2 <= steps <= MAX_STEPS:
         raise SpecError("--steps", "", f"must be a whole number from 2 to {MAX_STEPS}, got {steps}", "e.g. --steps 41")
-    from .spec import load_spec
+    from derive.spec import load_spec
     net = load_spec(args.spec)
-    shapes = net.paramdescribe_shapes()
+    shapes = net.param_shapes()
     elements = [parse_element(text, shapes) for text in args.params]
     if elements[0] == elements[1]:
         raise SpecError("--params", "", f"{args.params[0]} and {args.params[1]} are the same element",

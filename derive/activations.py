@@ -1,5 +1,6 @@
 """ACTIVATIONS: name -> the activation's SymPy formula in x; everything else is derived from it."""
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import sympy as sp
 
@@ -28,8 +29,10 @@ class Activation:
                              # "distribution" (also summing to 1 over the units), or "" (any real)
 
     def bind(self, **values) -> sp.Expr:
-        """The formula with its parameters replaced by numbers (defaults where not given)."""
-        subs = {sym: sp.nsimplify(values.get(sym.name, default)) for sym, default in self.params.items()}
+        """The formula with its parameters replaced by numbers (defaults where not given), as exact
+        rationals of their shortest decimal form (0.1 -> 1/10), without SymPy's string parser."""
+        subs = {sym: sp.Rational(*Fraction(repr(float(values.get(sym.name, default)))).as_integer_ratio())
+                for sym, default in self.params.items()}
         return self.formula.xreplace(subs)
 
 

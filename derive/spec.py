@@ -381,9 +381,10 @@ def _warn_unusual(net: Network) -> None:
     if outputs == "distribution" and needs == "probability":
         warn("loss", f"{net.loss} on a {last.activation} output treats classes that sum to 1 as independent, and its "
              "loss is infinite where a logit saturates", 'use loss = "cce", or sigmoid outputs for independent labels')
-    from .elementwise import derive_elementwise
+    from .elementwise import diff
+    from .naming import X
     for l, layer in enumerate(net.layers, start=1):
-        if not net.is_vector(l) and derive_elementwise(net.activation_formula(l)).fprime == 0:
+        if not net.is_vector(l) and diff(net.activation_formula(l), X) == 0:
             below = f"layers 1..{l}" if l > 1 else "layer 1"
             warn("activation", f"{layer.activation} has zero derivative, so {below} get zero gradients and "
                  "will not train", 'use sigmoid or tanh for a trainable threshold', l)

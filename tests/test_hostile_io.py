@@ -154,7 +154,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path):
 
 
 def test_train_outputs_honour_the_umask(tmp_path):
-    from derive.train import save_params
+    from derive.params import save_params
     old = os.umask(0o077)
     try:
         save_params({"W1": np.zeros((1, 2))}, tmp_path / "p.npz")
@@ -225,7 +225,7 @@ def _npz_with_header(path: Path, arrays: dict):
 
 
 def test_load_refuses_a_parameter_file_by_its_headers_before_decompressing(tmp_path):
-    from derive.train import load_params
+    from derive.params import load_params
     bomb = tmp_path / "bomb.npz"
     _npz_with_header(bomb, {"W1": ((2 ** 27,), "<f8"), "b1": ((1,), "<f8")})
     with Bounded() as bound, pytest.raises(DataError) as info:
@@ -235,7 +235,7 @@ def test_load_refuses_a_parameter_file_by_its_headers_before_decompressing(tmp_p
 
 
 def test_load_refuses_nan_parameters_naming_the_file(tmp_path):
-    from derive.train import load_params
+    from derive.params import load_params
     path = tmp_path / "nan.npz"
     np.savez(path, W1=np.array([[np.nan, 0, 0]]), b1=np.zeros(1))
     with pytest.raises(DataError) as info:
