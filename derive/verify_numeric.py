@@ -1,0 +1,216 @@
+"""SymPy expressions evaluated on whole NumPy arrays in extended precision, with running error bounds.
+
+The verifier's reference values: an activation or loss formula from the registries is walked
+node by node (never lambdified: no eval, no exec) on arrays of np.longdouble (64-bit mantissa on
+x86; where the platform has none it is float64 and the tolerances, which bound both sides, still
+hold). `bounded` also returns a first-order running error bound in units of the unit roundoff
+(Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., 2002, sec. 3.1): what any
+floating-point evaluation of the same formula may be off by, per element.
+"""
+from functools import lru_cache
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from .elementwise import at_kinks
+
+REAL = np.longdouble
+COMPLEX = np.clongdouble
+
+_U = sp.Symbol("u", real=True)
+
+
+def _erf(u):
+    if np.iscomplexobj(u):
+        raise TypeError("erf of a complex array")
+    flat = np.asarray(u, dtype=REAL).ravel()
+    with mpmath.workdps(25):
+        out = np.array([REAL(mpmath.nstr(mpmath.erf(mpmath.mpf(str(v))), 22)) if np.isfinite(v) else REAL(np.sign(v))
+                        for v in flat], dtype=REAL)
+    return out.reshape(np.shape(u))
+
+
+def _sign(u):
+    return np.sign(u.real) if np.iscomplexobj(u) else np.sign(u)
+
+
+_FUNCS = {sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.sinh: np.sinh, sp.cosh: np.cosh,
+          sp.sin: np.sin, sp.cos: np.cos, sp.tan: np.tan, sp.atan: np.arctan, sp.asinh: np.arcsinh,
+          sp.erf: _erf, sp.sign: _sign}
+_COMPARE = {">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal,
+            "==": np.equal, "!=": np.not_equal}
+
+
+@lru_cache(maxsize=4096)
+def _number(e) -> REAL:
+    return REAL(str(sp.N(e, 25)))
+
+
+class Evaluator:
+    """Evaluate expressions on arrays bound to Symbols; repeated subexpressions are computed once.
+
+    >>> x = sp.Symbol("x")
+    >>> Evaluator({x: np.array([-1.0, 2.0])})(sp.Max(x, 0) + 1).tolist()
+    [1.0, 3.0]
+    """
+
+    def __init__(self, env: dict):
+        self.env = {s: np.asarray(v) for s, v in env.items()}
+        self.memo = {}
+
+    def __call__(self, e):
+        if e in self.memo:
+            return self.memo[e]
+        if e in self.env:
+            r = self.env[e]
+        elif e.is_Number or e.is_NumberSymbol:
+            r = _number(e)
+        elif e.is_Add:
+            r = sum((self(a) for a in e.args[1:]), self(e.args[0]))
+        elif e.is_Mul:
+            r = self(e.args[0])
+            for a in e.args[1:]:
+                r = r * self(a)
+        elif e.is_Pow:
+            base, ex = self(e.base), e.exp
+            if ex.is_Integer:
+                r = base ** int(ex) if int(ex) >= 0 else 1 / base ** (-int(ex))
+            else:
+                r = base ** self(ex)
+        elif isinstance(e, sp.Heaviside):
+            v = self(e.args[0]).real
+            at0 = self(e.args[1]) if len(e.args) > 1 else REAL(0.5)
+            r = np.where(v > 0, REAL(1), np.where(v < 0, REAL(0), at0))
+        elif isinstance(e, (sp.Max, sp.Min)):
+            pick = np.greater if isinstance(e, sp.Max) else np.less
+            r = self(e.args[0])
+            for a in e.args[1:]:
+                v = self(a)
+                r = np.where(pick(v.real, r.real), v, r)
+        elif isinstance(e, sp.Abs):
+            v = self(e.args[0])
+            r = v * _sign(v) if np.iscomplexobj(v) else np.abs(v)
+        elif isinstance(e, sp.Piecewise):
+            pieces = [(self(value), self.holds(cond)) for value, cond in e.args]
+            shape = np.broadcast_shapes(*[np.shape(v) for v, _ in pieces], *[np.shape(c) for _, c in pieces])
+            r = np.zeros(shape, dtype=np.result_type(*[np.asarray(v).dtype for v, _ in pieces]))
+            taken = np.zeros(shape, dtype=bool)
+            for v, c in pieces:
+                new = np.broadcast_to(c, shape) & ~taken
+                r = np.where(new, v, r)
+                taken = taken | new
+        elif e.func in _FUNCS:
+            r = _FUNCS[e.func](*[self(a) for a in e.args])
+        else:
+            raise TypeError(f"cannot evaluate {e.func} on arrays")
+        self.memo[e] = r
+        return r
+
+    def holds(self, c):
+        if c in (sp.true, sp.false):
+            return np.asarray(bool(c))
+        if isinstance(c, sp.And):
+            out = self.holds(c.args[0])
+            for a in c.args[1:]:
+                out = out & self.holds(a)
+            return out
+        if isinstance(c, sp.Or):
+            out = self.holds(c.args[0])
+            for a in c.args[1:]:
+                out = out | self.holds(a)
+            return out
+        if isinstance(c, sp.Not):
+            return ~self.holds(c.args[0])
+        return _COMPARE[c.rel_op](self(c.lhs).real, self(c.rhs).real)
+
+
+def evaluate_array(expr: sp.Expr, env: dict):
+    """`expr` evaluated elementwise on the arrays in env (Symbol -> array), in extended precision."""
+    env = {s: np.asarray(v, dtype=COMPLEX if np.iscomplexobj(v) else REAL) for s, v in env.items()}
+    out = Evaluator(env)(expr)
+    return np.broadcast_to(out, np.broadcast_shapes(*[np.shape(v) for v in env.values()])).copy()
+
+
+@lru_cache(maxsize=None)
+def derivative(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
+    """d expr / d var with the kink conventions (relu'(0) = 0, leaky_relu'(0) = alpha, jumps 0)."""
+    return at_kinks(sp.diff(expr, var))
+
+
+@lru_cache(maxsize=None)
+def _fprime(func) -> sp.Expr:
+    return derivative(func(_U), _U)
+
+
+def bounded(expr: sp.Expr, env: dict, env_err: dict):
+    """(value, error bound in units of the unit roundoff) of `expr`, elementwise.
+
+    env_err gives each input's own error bound (same units). The rules: a sum's rounding is at
+    most the sum of its terms' magnitudes, a product's at most its magnitude, a function's is
+    |f'(u)| times its argument's error plus one rounding of the result.
+    """
+    env = {s: np.asarray(v, dtype=REAL) for s, v in env.items()}
+    ev = Evaluator(env)
+    memo = {}
+
+    def err(e):
+        if e in memo:
+            return memo[e]
+        v = np.abs(ev(e))
+        if e in env:
+            r = np.asarray(env_err.get(e, 0.0), dtype=REAL)
+        elif e.is_Number or e.is_NumberSymbol:
+            r = v
+        elif e.is_Add:
+            r = sum(err(a) + np.abs(ev(a)) for a in e.args)
+        elif e.is_Mul:
+            r = v
+            for i, a in enumerate(e.args):
+                others = REAL(1)
+                for j, b in enumerate(e.args):
+                    if j != i:
+                        others = others * np.abs(ev(b))
+                r = r + err(a) * others
+        elif e.is_Pow:
+            base = ev(e.base)
+            r = v + np.abs(ev(e.exp * e.base ** (e.exp - 1))) * err(e.base)
+            if not e.exp.is_Number:
+                r = r + np.abs(ev(e) * ev(sp.log(sp.Abs(e.base)))) * err(e.exp)
+            del base
+        elif isinstance(e, (sp.Max, sp.Min, sp.Piecewise)):
+            # the branch's error; where branches meet, the larger of the two
+            r = np.zeros_like(v)
+            for a in (e.args if not isinstance(e, sp.Piecewise) else [val for val, _ in e.args]):
+                r = np.maximum(r, err(a))
+        elif isinstance(e, (sp.Heaviside, sp.sign)):
+            r = np.zeros_like(v)
+        elif isinstance(e, sp.Abs):
+            r = err(e.args[0])
+        elif e.func in _FUNCS:
+            (a,) = e.args
+            d = Evaluator({_U: ev(a)})(_fprime(e.func))
+            r = v + np.abs(d) * err(a)
+        else:
+            raise TypeError(f"cannot bound {e.func}")
+        memo[e] = np.asarray(r, dtype=REAL)
+        return memo[e]
+
+    shape = np.broadcast_shapes(*[np.shape(v) for v in env.values()])
+    return np.broadcast_to(ev(expr), shape).copy(), np.broadcast_to(err(expr), shape).copy()
+
+
+def kink_arguments(expr: sp.Expr) -> list[sp.Expr]:
+    """The expressions whose sign switches a branch of `expr` (Max/Min differences, conditions, Abs ...)."""
+    out = []
+    for e in sp.preorder_traversal(expr):
+        if isinstance(e, (sp.Max, sp.Min)):
+            out += [a - b for a, b in zip(e.args, e.args[1:])]
+        elif isinstance(e, sp.Piecewise):
+            for _, cond in e.args:
+                for rel in ([cond] if isinstance(cond, sp.core.relational.Relational) else
+                            [c for c in sp.preorder_traversal(cond) if isinstance(c, sp.core.relational.Relational)]):
+                    out.append(rel.lhs - rel.rhs)
+        elif isinstance(e, (sp.Heaviside, sp.sign, sp.Abs)):
+            out.append(e.args[0])
+    return out
