@@ -371,50 +371,66 @@ class _Case:
         return ok if len(ok) == 2 * self.net.depth else None
 
     def _directions(self, l, kind):
+        """Single entries (all of them where affordable, else a sample) and random directions."""
         shape = self.net.param_shapes()[f"{kind}{l}"]
         size = int(np.prod(shape))
         cost = self.batch * sum(self.net.sizes[k] * self.net.sizes[k - 1] for k in range(l, self.net.depth + 1))
         if size * cost <= FULL_BUDGET:
-            return np.eye(size).reshape((size, *shape)), [np.unravel_index(i, shape) for i in range(size)]
+            return np.arange(size), 0
         picks = np.sort(self.rng.choice(size, min(size, SAMPLED_ENTRIES), replace=False))
-        coords = np.zeros((len(picks), size))
-        coords[np.arange(len(picks)), picks] = 1
-        gauss = self.rng.normal(size=(RANDOM_DIRECTIONS, size))
-        where = [np.unravel_index(i, shape) for i in picks] + [None] * RANDOM_DIRECTIONS
-        return np.concatenate([coords, gauss]).reshape((-1, *shape)), where
+        return picks, RANDOM_DIRECTIONS
 
     def _directional(self, entry, l, kind, g, extra=None, what="generated"):
         key = (l, kind)
         cached = getattr(self, "_ref", {})
         if key not in cached:
-            V, where = self._directions(l, kind)
+            shape = self.net.param_shapes()[f"{kind}{l}"]
+            picks, n_random = self._directions(l, kind)
+            index = np.unravel_index(picks, shape)
             ref, mag = [], []
-            for start in range(0, len(V), 512):
-                chunk = V[start:start + 512]
-                r, s = self.traj.jvp({kind: chunk}, l)
+            for start in range(0, len(picks), 512):
+                r, s = self.traj.jvp_entries(kind, [ix[start:start + 512] for ix in index], l)
                 ref.append(r)
                 mag.append(s)
-            cached[key] = (V, where, np.concatenate(ref), np.concatenate(mag))
+            gauss = self.rng.normal(size=(n_random, *shape))
+            if n_random:
+                r, s = self.traj.jvp({kind: gauss}, l)
+                ref.append(r)
+                mag.append(s)
+            where = [tuple(int(ix[i]) for ix in index) for i in range(len(picks))] + [None] * n_random
+            cached[key] = (picks, gauss, where, np.concatenate(ref), np.concatenate(mag))
             self._ref = cached
-        V, where, ref, mag = cached[key]
-        flat = V.reshape(len(V), -1)
-        gen = flat.astype(REAL) @ np.asarray(g, dtype=REAL).ravel()
+        picks, gauss, where, ref, mag = cached[key]
+        gflat = np.asarray(g).ravel()
+        gen = np.asarray(gflat[picks], dtype=REAL)
+        if len(gauss):
+            gen = np.concatenate([gen, np.asarray((gauss.reshape(len(gauss), -1) * gflat.astype(np.float64)).sum(axis=1),
+                                                  dtype=REAL)])
         tol = K_GRAD * self.u * self.N * mag + np.finfo(self.dtype).tiny * K_GRAD
         if extra is not None:
-            tol = tol + np.abs(flat).astype(REAL) @ np.asarray(extra, dtype=REAL).ravel()
-        diff = np.abs(np.asarray(gen, dtype=REAL) - ref)
+            ex = np.asarray(extra, dtype=np.float64).ravel()
+            more = [np.abs(gauss.reshape(len(gauss), -1)) @ ex] if len(gauss) else []
+            tol = tol + np.asarray(np.concatenate([ex[picks], *more]), dtype=REAL)
+        diff = np.abs(gen - ref)
         ratio = np.where(diff == 0, 0, diff / tol)
         ratio = np.where(np.isnan(ratio), np.inf, ratio)
         i = int(np.argmax(ratio))
         name = f"{kind}{l}"
 
+        def direction(i):
+            if where[i] is None:
+                return gauss[i - len(picks)]
+            V = np.zeros(self.net.param_shapes()[name])
+            V[where[i]] = 1
+            return V
+
         def detail():
             place = _where(name, where[i]) if where[i] is not None else f"{name} along a random direction"
-            fd = self._fd_value(V[i], kind, l)
+            fd = self._fd_value(direction(i), kind, l)
             fd_text = f" vs finite differences {_num(fd)}" if fd is not None else ""
             return f"{place}: {what} {_num(gen[i])} vs symbolic {_num(ref[i])}{fd_text} ({self.label})"
 
-        self.rows[(entry, name)].record(float(ratio[i]), len(V), detail)
+        self.rows[(entry, name)].record(float(ratio[i]), len(ref), detail)
 
     def _sgd(self, grads):
         """sgd_step's update, divided by lr, is a gradient: checked against the symbolic one like the others."""

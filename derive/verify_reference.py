@@ -53,12 +53,13 @@ def formula(net: Network, l: int):
 
 
 def preactivations(net: Network, params: dict, x) -> list:
-    """z1 .. zL of the reference forward pass (no bounds): for spotting kink crossings."""
-    a, zs = np.asarray(x, dtype=REAL), [None]
+    """z1 .. zL and y_hat of a float64 forward pass (no bounds): for spotting kink crossings."""
+    a, zs = np.asarray(x, dtype=np.float64), [None]
     for l in range(1, net.depth + 1):
-        z = a @ np.asarray(params[f"W{l}"], dtype=REAL).T + np.asarray(params[f"b{l}"], dtype=REAL)
+        z = a @ np.asarray(params[f"W{l}"], dtype=np.float64).T + np.asarray(params[f"b{l}"], dtype=np.float64)
         zs.append(z)
         a = softmax(z) if net.is_vector(l) else evaluate_array(formula(net, l), {X: z})
+        a = np.asarray(a, dtype=np.float64)
     zs.append(a)
     return zs
 
@@ -70,11 +71,17 @@ def targets(net: Network, y, batch: int) -> np.ndarray:
 
 
 def pre_activation(a_prev, W, b):
-    """z = a W^T + b in extended precision, and its error bound (units of the roundoff)."""
-    a_prev, W, b = (np.asarray(v, dtype=REAL) for v in (a_prev, W, b))
-    z = a_prev @ W.T + b
-    bound = (W.shape[1] + 1) * (np.abs(a_prev) @ np.abs(W).T + np.abs(b))
-    return z, bound
+    """z = a W^T + b and its error bound (units of the roundoff).
+
+    Extended precision where small; float64 BLAS where large (the bound holds for both sides).
+    """
+    a64, W64 = np.asarray(a_prev, dtype=np.float64), np.asarray(W, dtype=np.float64)
+    if a64.shape[0] * W64.size <= 2_000_000:
+        z = np.asarray(a_prev, dtype=REAL) @ np.asarray(W, dtype=REAL).T + np.asarray(b, dtype=REAL)
+    else:
+        z = np.asarray(a64 @ W64.T, dtype=REAL) + np.asarray(b, dtype=REAL)
+    bound = (W64.shape[1] + 1) * (np.abs(a64) @ np.abs(W64).T + np.abs(np.asarray(b, dtype=np.float64)))
+    return z, np.asarray(bound, dtype=REAL)
 
 
 def activation(net: Network, l: int, z, z_err):
@@ -151,6 +158,22 @@ class Trajectory:
         if vb is not None:
             dz += np.asarray(vb, dtype=REAL)[:, None, :]
             mag += np.abs(np.asarray(vb, dtype=REAL))[:, None, :]
+        return self._propagate(l, dz, mag)
+
+    def jvp_entries(self, kind: str, index, start: int):
+        """jvp along single entries of W{start} (index: (k, j) arrays) or b{start} (index: (k,))."""
+        l = start
+        ks = np.asarray(index[0])
+        D, B, n = len(ks), self.batch, self.net.sizes[l]
+        dz = np.zeros((D, B, n), dtype=REAL)
+        rows = np.arange(D)
+        if kind == "W":
+            dz[rows, :, ks] = self.a[l - 1][:, np.asarray(index[1])].T
+        else:
+            dz[rows, :, ks] = 1
+        return self._propagate(l, dz, np.abs(dz))
+
+    def _propagate(self, l, dz, mag):
         while True:
             da, dmag = self._through(l, dz, mag)
             if l == self.net.depth:
@@ -179,12 +202,10 @@ def _contract(a, v, batched=False):
     tolerances bound the reference's rounding as well as the module's).
     """
     if batched:            # a: (D, B, m), v: (n, m)
-        size = a.size * v.shape[0]
-        if size <= 4_000_000:
+        if a.size * v.shape[0] <= 4_000_000:
             return np.asarray(a, dtype=REAL) @ np.asarray(v, dtype=REAL).T
         return np.asarray(np.asarray(a, dtype=np.float64) @ np.asarray(v, dtype=np.float64).T, dtype=REAL)
-    size = a.shape[0] * v.size
-    if size <= 4_000_000:
+    if a.shape[0] * v.size <= 4_000_000:
         return np.einsum("bj,dkj->dbk", np.asarray(a, dtype=REAL), np.asarray(v, dtype=REAL))
-    return np.asarray(np.einsum("bj,dkj->dbk", np.asarray(a, dtype=np.float64), np.asarray(v, dtype=np.float64),
-                                optimize=True), dtype=REAL)
+    a64, v64 = np.asarray(a, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    return np.asarray(np.matmul(a64[None], v64.transpose(0, 2, 1)), dtype=REAL)
