@@ -25,11 +25,9 @@ MAX_MODULE_BYTES = 20_000_000
 REQUIRED = ("PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad")
 
 
-def load_module(path):
-    """Import a generated module from a file path (it is not an installed package).
-
-    Only a regular file is read (never a FIFO, device or directory: those would block or fail
-    mid-import), at most MAX_MODULE_BYTES of it, and it must define the module API of DESIGN.md.
+def read_module(path):
+    """Import any Python file by path: only a regular file (never a FIFO, device or directory,
+    which would block or fail mid-import), at most MAX_MODULE_BYTES of it.
 
     Raises:
         SpecError: one line naming the file, the place and the fix.
@@ -80,6 +78,19 @@ def load_module(path):
     except Exception as e:
         raise SpecError(where, "", f"importing it raised {type(e).__name__}: {e}",
                         "fix the module or regenerate it with nnderive generate") from None
+    return module
+
+
+def load_module(path):
+    """Import a generated module from a file path (it is not an installed package).
+
+    Only a regular file is read (see read_module), and it must define the module API of DESIGN.md.
+
+    Raises:
+        SpecError: one line naming the file, the place and the fix.
+    """
+    where = str(path)
+    module = read_module(path)
     for attr in REQUIRED:
         if not hasattr(module, attr):
             raise SpecError(where, attr, "missing from the module", "regenerate it with nnderive generate")
