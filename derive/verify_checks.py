@@ -31,7 +31,7 @@ from .verify_reference import Trajectory, _key, formula, pre_activation, preacti
 K_FORWARD = 16
 K_GRAD = 8
 MIN_SLOPE = 1.75
-BATCHES = (1, 2, 5, 65)       # 65: past the 64-element switch of the generated _sigmoid for any width
+BATCHES = (1, 2, 3, 5, 65)    # 65: past the 64-element switch of the generated _sigmoid for any width
 FULL_BUDGET = 30_000_000      # tangent elements: below it, every entry of a tensor is checked on its own
 SAMPLED_ENTRIES = 24          # else: this many single entries, plus
 RANDOM_DIRECTIONS = 6         # random (Gaussian) directions over the whole tensor
@@ -107,13 +107,13 @@ class Report:
 
     def table(self) -> str:
         lines = [f"check of {self.network}: {self.symbolic_on}",
-                 f"{'entry point':<18} {'name':<8} {'checked':>8} {'gen vs sym':>11}  result"]
+                 f"{'entry point':<18} {'name':<13} {'checked':>8} {'gen vs sym':>11}  result"]
         for r in self.rows:
             worst = "-" if r.checked == 0 else ("inf" if not math.isfinite(r.worst) else f"{r.worst:.2g}")
             result = "ok" if r.ok else "FAIL " + r.detail
             if r.note:
                 result += f" ({r.note})"
-            lines.append(f"{r.entry:<18} {r.param:<8} {r.checked:>8} {worst:>11}  {result}")
+            lines.append(f"{r.entry:<18} {r.param:<13} {r.checked:>8} {worst:>11}  {result}")
         return "\n".join(lines)
 
 
@@ -207,6 +207,11 @@ def _call(row: Row, what: str, fn, *args):
         return None
 
 
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
 def _is_float_scalar(v) -> bool:
     return isinstance(v, (float, np.floating)) and not isinstance(v, bool)
 
@@ -233,12 +238,33 @@ class _Case:
     def fresh(self):
         return {k: v.copy() for k, v in self.params.items()}
 
+    def _untouched(self, entry, params=None, x=None, y=None, cache=None, cache_before=None):
+        """An entry point must not write into what it is given (params, except sgd_step's; x; y; the cache)."""
+        row = self.rows[("inputs unchanged", entry)]
+        changed = [f"params[{k!r}]" for k, v in (params or {}).items() if not _same(v, self.params[k])]
+        if x is not None and not _same(x, self.x):
+            changed.append("x")
+        if y is not None and not _same(y, self.y):
+            changed.append("y")
+        if cache is not None:
+            changed += [f"cache[{k!r}]" for k, v in cache_before.items()
+                        if isinstance(v, np.ndarray) and not _same(cache.get(k), v)]
+        if changed:
+            row.fail(f"{entry} wrote into {', '.join(changed)} ({self.label})")
+        else:
+            row.checked += 1
+
+    def _args(self):
+        return self.fresh(), self.x.copy(), np.array(self.y, copy=True)
+
     def run(self, fd: bool, taylor: bool):
         net, m = self.net, self.module
         row = self.rows[("forward", "y_hat")]
-        out = _call(row, "forward", m.forward, self.fresh(), self.x)
+        p, x, _ = self._args()
+        out = _call(row, "forward", m.forward, p, x)
         if out is None:
             return
+        self._untouched("forward", params=p, x=x)
         try:
             yhat, cache = out
             cache = dict(cache)
@@ -249,10 +275,9 @@ class _Case:
         self._forward(yhat, cache)
         self._predict()
         self._loss()
-        grads = self._gradients("loss_and_grad", lambda: m.loss_and_grad(self.fresh(), self.x, self.y))
+        grads = self._gradients("loss_and_grad", self._loss_and_grad)
         if hasattr(m, "backward"):
-            self._gradients("backward", lambda: (None, m.backward(self.fresh(), m.forward(self.fresh(), self.x)[1],
-                                                                   self.y)))
+            self._gradients("backward", self._backward)
         if grads is not None and hasattr(m, "sgd_step"):
             self._sgd(grads)
         if grads is not None and fd:
@@ -260,6 +285,21 @@ class _Case:
         if grads is not None and taylor:
             self._taylor(grads)
         del t
+
+    def _loss_and_grad(self):
+        p, x, y = self._args()
+        out = self.module.loss_and_grad(p, x, y)
+        self._untouched("loss_and_grad", params=p, x=x, y=y)
+        return out
+
+    def _backward(self):
+        p, x, y = self._args()
+        _, cache = self.module.forward(self.fresh(), x)
+        cache = dict(cache)
+        before = {k: v.copy() for k, v in cache.items() if isinstance(v, np.ndarray)}
+        grads = self.module.backward(p, cache, y)
+        self._untouched("backward", params=p, y=y, cache=cache, cache_before=before)
+        return None, grads
 
     # forward values, predict, loss -----------------------------------------------------------------
 
@@ -310,9 +350,11 @@ class _Case:
         if not hasattr(self.module, "predict"):
             return
         row = self.rows[("predict", "y_hat")]
-        out = _call(row, "predict", self.module.predict, self.fresh(), self.x)
+        p, x, _ = self._args()
+        out = _call(row, "predict", self.module.predict, p, x)
         if out is None:
             return
+        self._untouched("predict", params=p, x=x)
         t = self.traj
         self._dtype("predict", "y_hat", out)
         self._compare(row, "predict", out, t.a_ref[-1],
@@ -332,8 +374,10 @@ class _Case:
 
     def _loss(self):
         row = self.rows[("loss", "L")]
-        value = _call(row, "loss", self.module.loss, self.fresh(), self.x, self.y)
+        p, x, y = self._args()
+        value = _call(row, "loss", self.module.loss, p, x, y)
         if value is not None:
+            self._untouched("loss", params=p, x=x, y=y)
             self._loss_value(row, "loss", value)
 
     # gradients ---------------------------------------------------------------------------------------
@@ -435,11 +479,12 @@ class _Case:
     def _sgd(self, grads):
         """sgd_step's update, divided by lr, is a gradient: checked against the symbolic one like the others."""
         lr = 0.0625
-        p = self.fresh()
+        p, x, y = self._args()
         row = self.rows[("sgd_step", "L")]
-        value = _call(row, "sgd_step", self.module.sgd_step, p, self.x, self.y, lr)
+        value = _call(row, "sgd_step", self.module.sgd_step, p, x, y, lr)
         if value is None:
             return
+        self._untouched("sgd_step", x=x, y=y)
         self._loss_value(row, "sgd_step", value)
         for l in range(1, self.net.depth + 1):
             for kind in ("W", "b"):
@@ -575,6 +620,73 @@ class _Case:
         return float(np.polyfit(xs, ys, 1)[0])
 
 
+def size_thresholds(module, limit: int = 4) -> list[int]:
+    """Integer constants the module compares sizes with (``z.size <= 64``, ``n > 1``, ``len(x) == 3``).
+
+    Each gives batch sizes on both sides of it, so every size-dependent path is taken. Read from the
+    module's source (ast, never executed); at most `limit` constants, each below 4096.
+    """
+    import ast
+    import inspect
+    try:
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError, SyntaxError):
+        return []
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            text = " ".join(ast.unparse(side) for side in sides)
+            if "shape[1]" in text or "ndim" in text:          # an input-width check, not a size path
+                continue
+            if ".size" in text:
+                kind = "size"
+            elif any(w in text for w in ("shape[0]", "len(")) or \
+                    any(isinstance(side, ast.Name) and side.id in ("n", "batch") for side in sides):
+                kind = "batch"
+            else:
+                continue
+            for side in sides:
+                if isinstance(side, ast.Constant) and type(side.value) is int and 0 < side.value < 4096:
+                    found.add((kind, side.value))
+    return sorted(found)[:limit]
+
+
+def _batches(net: Network, module) -> dict:
+    """Batch sizes per regime: the fixed ones, plus both sides of every size threshold in the module."""
+    extra = set()
+    for kind, c in size_thresholds(module):
+        if kind == "batch":
+            extra |= {c, c + 1}
+        else:                                     # an array's size: batch x some layer's width
+            extra |= {c // w + 1 for w in sorted(set(net.sizes[1:]))[:3]}
+    normal = sorted(set(BATCHES) | {b for b in extra if 1 <= b <= 1024})
+    return {"normal": tuple(normal[:8]), "tails": (5, 65), "kinks": (5, 65)}
+
+
+def check_init_params(net: Network, module, rows: _Rows) -> None:
+    """init_params: every parameter, its shape and dtype, finite, and the same for the same seed."""
+    if not hasattr(module, "init_params"):
+        return
+    for dtype in DTYPES:
+        row = rows[("init_params", np.dtype(dtype).name)]
+        a = _call(row, "init_params", module.init_params, 3, dtype)
+        b = _call(row, "init_params", module.init_params, 3, dtype)
+        if a is None or b is None:
+            continue
+        for name, shape in net.param_shapes().items():
+            v, w = a.get(name) if isinstance(a, dict) else None, b.get(name) if isinstance(b, dict) else None
+            if not isinstance(v, np.ndarray) or v.shape != tuple(shape) or v.dtype != np.dtype(dtype):
+                row.fail(f"init_params(seed=3, dtype={np.dtype(dtype).name})[{name!r}] is "
+                         f"{getattr(v, 'dtype', type(v).__name__)} {getattr(v, 'shape', '')}, expected {shape}")
+            elif not np.all(np.isfinite(v)):
+                row.fail(f"init_params(seed=3)[{name!r}] is not finite")
+            elif not _same(v, w):
+                row.fail(f"init_params(seed=3)[{name!r}] differs between two calls with the same seed")
+            else:
+                row.checked += 1
+
+
 # --- the whole check -------------------------------------------------------------------------------
 
 REGIME_BATCHES = {"normal": BATCHES, "tails": (5, 65), "kinks": (5, 65)}
@@ -598,7 +710,8 @@ def check_module(net: Network, module, seed: int = 0, fd_samples: int | None = N
     start = time.monotonic()
     rng = np.random.default_rng(seed)
     rows = _Rows()
-    batches = batches or REGIME_BATCHES
+    batches = batches or _batches(net, module)
+    check_init_params(net, module, rows)
     cases = []
     for regime, bs in batches.items():
         if regime == "kinks" and not _zero_kinks(net):
@@ -614,7 +727,7 @@ def check_module(net: Network, module, seed: int = 0, fd_samples: int | None = N
         first64 = dtype == np.float64 and regime != "kinks" and b in (2, 65)
         case.run(fd=first64, taylor=first64 and regime == "normal" and b == 2)
     order = {"forward": 0, "predict": 1, "loss": 2, "loss_and_grad": 3, "backward": 4, "sgd_step": 5,
-             "finite differences": 6, "taylor": 7, "dtype": 8}
+             "finite differences": 6, "taylor": 7, "dtype": 8, "inputs unchanged": 9, "init_params": 10}
     names = list(net.param_shapes())
 
     def key(r):
@@ -622,7 +735,8 @@ def check_module(net: Network, module, seed: int = 0, fd_samples: int | None = N
         return order.get(r.entry, 9), idx, r.param
 
     ordered = sorted((r for r in rows.rows.values() if r.checked or not r.ok), key=key)
-    what = (f"{len(cases)} cases (batches 1, 2, 5, 65; normal, tails, exact kinks; float64, float32); symbolic = "
+    sizes = ", ".join(map(str, batches["normal"]))
+    what = (f"{len(cases)} cases (batches {sizes}; normal, tails, exact kinks; float64, float32); symbolic = "
             "sp.diff of every formula, chained in extended precision")
     return Report(net.name, what, ordered, len(cases), time.monotonic() - start)
 

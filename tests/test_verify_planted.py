@@ -45,6 +45,25 @@ PLANTED = {
     "relu mask >= instead of >": ("mlp_4_2_3", "delta1 *= (z1 > 0)", "delta1 *= (z1 >= 0)", "loss_and_grad", "W1"),
     "erfc tail branch x 1.001": ("gelu_net", "np.where(y <= 4.0, r_mid, r_big)", "np.where(y <= 4.0, r_mid, r_big * 1.001)",
                                  "forward", "a1"),
+    # every other checker fails on a planted error too
+    "cache z1 + 1e-6": ("mlp_4_2_3", '"z1": z1,', '"z1": z1 + 1e-6,', "forward", "z1"),
+    "cache x altered": ("mlp_4_2_3", '"x": x,', '"x": x * 1.0001,', "forward", "x"),
+    "loss_and_grad's loss x 1.001": ("mlp_4_2_3", "return _loss(y, a2), {", "return _loss(y, a2) * 1.001, {",
+                                     "loss_and_grad", "L"),
+    "sgd_step returns the loss after the step": ("mlp_4_2_3", "    return _loss(y, a2)\n\n\ndef predict",
+                                                 "    return _loss(y, _forward(params, x)[-1])\n\n\ndef predict",
+                                                 "sgd_step", "L"),
+    "loss with a wrong slope in W1": ("mlp_4_2_3", "return _loss(_targets(y, a2), a2)",
+                                      'return _loss(_targets(y, a2), a2) + 1e-3 * float(params["W1"][0, 0])',
+                                      "finite differences", "W1"),
+    "predict writes into x": ("mlp_4_2_3", "    return _forward(params, _inputs(params, x))[-1]",
+                              "    x[0, 0] = 0.0\n    return _forward(params, _inputs(params, x))[-1]",
+                              "inputs unchanged", "predict"),
+    "backward writes into the cache": ("mlp_4_2_3", '    y = _targets(y, cache["a2"])\n',
+                                       '    cache["z1"][0, 0] = 1.0\n    y = _targets(y, cache["a2"])\n',
+                                       "inputs unchanged", "backward"),
+    "init_params ignores the dtype": ("mlp_4_2_3", 'params["b1"] = np.zeros(2, dtype=dtype)', 'params["b1"] = np.zeros(2)',
+                                      "init_params", "float32"),
 }
 
 
