@@ -96,7 +96,9 @@ def activation(net: Network, l: int, z, z_err):
 class Trajectory:
     """The reference forward pass along the module's own cached activations (where it has them)."""
 
-    def __init__(self, net: Network, params: dict, x, y, cache: dict | None = None):
+    def __init__(self, net: Network, params: dict, x, y, cache: dict | None = None, snap: float | None = None):
+        """snap: for a loss with a kink at y_hat = y (mae), treat y_hat within snap * its error bound
+        of y as equal to it, so a target set to the module's own output is a kink here too."""
         cache = cache or {}
         self.net, self.batch = net, len(x)
         self.W = [None] + [np.asarray(params[f"W{l}"], dtype=REAL) for l in range(1, net.depth + 1)]
@@ -120,6 +122,9 @@ class Trajectory:
         self.loss = self.loss_terms.sum() / self.batch
         self.loss_bound = (self.loss_err.sum() + np.abs(self.loss_terms).sum()) / self.batch
         d = derivative(element, YHAT)
+        if snap is not None:
+            close = np.abs(yhat - self.y) <= snap * (self.a_err[-1] + np.abs(yhat))
+            yhat = np.where(close, self.y, yhat)
         env = {YHAT: yhat, Y: self.y}
         self.dloss = evaluate_array(d, env) / self.batch   # dL/dyhat (mean over the batch)
         # what a computed dL/dyhat may be off by: its own size, and yhat's and y's rounding times d2L

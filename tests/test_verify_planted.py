@@ -8,7 +8,8 @@ from derive.verify import check_module, load_module
 MLP = load_spec(ROOT / "examples" / "mlp_4_2_3.toml")                    # relu, sigmoid, mse
 WIDE = Network("wide", 5, [Dense(24, "relu"), Dense(12, "softmax")], loss="cce")
 GELU = Network("gelu_net", 3, [Dense(6, "gelu"), Dense(2, "identity")], loss="mse")
-NETS = {"mlp_4_2_3": MLP, "wide": WIDE, "gelu_net": GELU}
+MAE = Network("mae_net", 3, [Dense(3, "tanh"), Dense(2, "identity")], loss="mae")
+NETS = {"mlp_4_2_3": MLP, "wide": WIDE, "gelu_net": GELU, "mae_net": MAE}
 
 DW1 = "    dW1 = delta1.T.dot(x)\n"
 DW2 = "    dW2 = delta2.T.dot(a1)\n"
@@ -45,6 +46,8 @@ PLANTED = {
     "relu mask >= instead of >": ("mlp_4_2_3", "delta1 *= (z1 > 0)", "delta1 *= (z1 >= 0)", "loss_and_grad", "W1"),
     "erfc tail branch x 1.001": ("gelu_net", "np.where(y <= 4.0, r_mid, r_big)", "np.where(y <= 4.0, r_mid, r_big * 1.001)",
                                  "forward", "a1"),
+    "mae'(0) taken as 1": ("mae_net", "delta2 = -np.sign(-a2 + y)", "delta2 = np.where(a2 >= y, 1.0, -1.0).astype(a2.dtype)",
+                           "loss_and_grad", "W2"),
     # every other checker fails on a planted error too
     "cache z1 + 1e-6": ("mlp_4_2_3", '"z1": z1,', '"z1": z1 + 1e-6,', "forward", "z1"),
     "cache x altered": ("mlp_4_2_3", '"x": x,', '"x": x * 1.0001,', "forward", "x"),
