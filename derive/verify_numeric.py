@@ -126,10 +126,41 @@ class Evaluator:
 
 
 def evaluate_array(expr: sp.Expr, env: dict):
-    """`expr` evaluated elementwise on the arrays in env (Symbol -> array), in extended precision."""
+    """`expr` evaluated elementwise on the arrays in env (Symbol -> array), in extended precision.
+
+    Elements that come out NaN from finite inputs (an intermediate overflowed: exp(4e7)/exp(4e7))
+    are evaluated again one by one in mpmath, whose exponent range is unbounded.
+    """
     env = {s: np.asarray(v, dtype=COMPLEX if np.iscomplexobj(v) else REAL) for s, v in env.items()}
-    out = Evaluator(env)(expr)
-    return np.broadcast_to(out, np.broadcast_shapes(*[np.shape(v) for v in env.values()])).copy()
+    with np.errstate(all="ignore"):
+        out = Evaluator(env)(expr)
+    shape = np.broadcast_shapes(*[np.shape(v) for v in env.values()])
+    out = np.broadcast_to(out, shape).copy()
+    if not np.iscomplexobj(out):
+        _repair(expr, env, out, shape)
+    return out
+
+
+def _repair(expr, env, out, shape):
+    """Re-evaluate in mpmath the elements of `out` that are NaN although every input is finite."""
+    finite = np.ones(shape, dtype=bool)
+    for v in env.values():
+        finite &= np.broadcast_to(np.isfinite(v), shape)
+    bad = np.argwhere(np.isnan(out) & finite)
+    if not len(bad):
+        return
+    import warnings
+
+    from .verify import evaluate
+    with mpmath.workdps(30), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)      # beyond longdouble's range: inf, as it should
+        for idx in bad[:100_000]:
+            i = tuple(idx)
+            values = {s: mpmath.mpf(str(np.broadcast_to(v, shape)[i])) for s, v in env.items()}
+            try:
+                out[i] = REAL(mpmath.nstr(evaluate(expr, values), 25))
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+                pass
 
 
 @lru_cache(maxsize=None)
@@ -178,11 +209,19 @@ def bounded(expr: sp.Expr, env: dict, env_err: dict):
             if not e.exp.is_Number:
                 r = r + np.abs(ev(e) * ev(sp.log(sp.Abs(e.base)))) * err(e.exp)
             del base
-        elif isinstance(e, (sp.Max, sp.Min, sp.Piecewise)):
-            # the branch's error; where branches meet, the larger of the two
+        elif isinstance(e, sp.Piecewise):
+            # the error of the branch taken, element by element
             r = np.zeros_like(v)
-            for a in (e.args if not isinstance(e, sp.Piecewise) else [val for val, _ in e.args]):
-                r = np.maximum(r, err(a))
+            taken = np.zeros(np.shape(v), dtype=bool)
+            for val, cond in e.args:
+                c = np.broadcast_to(ev.holds(cond), np.shape(v)) & ~taken
+                r = np.where(c, err(val), r)
+                taken = taken | c
+        elif isinstance(e, (sp.Max, sp.Min)):
+            # the error of the argument taken; where arguments tie, the larger
+            r = np.zeros_like(v)
+            for a in e.args:
+                r = np.where(ev(a) == ev(e), np.maximum(r, err(a)), r)
         elif isinstance(e, (sp.Heaviside, sp.sign)):
             r = np.zeros_like(v)
         elif isinstance(e, sp.Abs):
@@ -197,7 +236,13 @@ def bounded(expr: sp.Expr, env: dict, env_err: dict):
         return memo[e]
 
     shape = np.broadcast_shapes(*[np.shape(v) for v in env.values()])
-    return np.broadcast_to(ev(expr), shape).copy(), np.broadcast_to(err(expr), shape).copy()
+    with np.errstate(all="ignore"):
+        value = np.broadcast_to(ev(expr), shape).copy()
+        bound = np.broadcast_to(err(expr), shape).copy()
+    _repair(expr, env, value, shape)
+    # where an intermediate overflowed, the running bound is unknown: a loose relative one instead
+    bound = np.where(np.isfinite(bound), bound, 1e3 * np.abs(value))
+    return value, bound
 
 
 def kink_arguments(expr: sp.Expr) -> list[sp.Expr]:
