@@ -14,6 +14,7 @@ floating-point evaluation, in either dtype, however wide the network:
                         N = batch + every layer width (the longest sum any evaluation makes)
 - finite differences:   |R - D_v L| <= 2 |D(h) - D(h/2)| + 8 u_L / h  (R: Richardson's extrapolation)
 - Taylor remainder:     the slope of log |L(p + hv) - L(p) - h g.v| against log h is >= MIN_SLOPE
+                        (below NOISE_SLOPE the remainder is rounding noise and gives no verdict)
 """
 import math
 import sys
@@ -31,6 +32,7 @@ from .verify_reference import Trajectory, _key, formula, pre_activation, preacti
 K_FORWARD = 16
 K_GRAD = 8
 MIN_SLOPE = 1.75
+NOISE_SLOPE = 0.5       # below it the remainder is noise (a wrong gradient gives 1, a right one 2)
 BATCHES = (1, 2, 3, 5, 65)    # 65: past the 64-element switch of the generated _sigmoid for any width
 FULL_BUDGET = 30_000_000      # tangent elements: below it, every entry of a tensor is checked on its own
 SAMPLED_ENTRIES = 24          # else: this many single entries, plus
@@ -603,6 +605,10 @@ class _Case:
                 slope = self.taylor_slope(V, kind, l, grads[name], h0)
                 if slope is None:
                     row.checked += 1
+                    continue
+                if slope < NOISE_SLOPE:      # the remainder does not fall at all: rounding noise, no verdict
+                    row.checked += 1
+                    row.note = row.note or f"inconclusive: slope {slope:.2f}, the remainder is rounding noise"
                     continue
                 row.note = f"slope {slope:.2f}" if row.ok else row.note
                 ratio = 0.0 if slope >= MIN_SLOPE else 1 + (MIN_SLOPE - slope)

@@ -86,7 +86,8 @@ def correct_grad(net):
 HIDDEN = sorted(ACTS) + ["softmax"]
 OUTPUTS = [("identity", "mse"), ("identity", "mae"), ("sigmoid", "bce"), ("softmax", "cce"), ("softmax", "sparse_cce"),
            ("softmax", "mse"), ("sigmoid", "mse"), ("tanh", "mae")]
-SWEEP = [(h, "identity", "mse") for h in HIDDEN] + [("tanh", o, loss) for o, loss in OUTPUTS[1:]]
+# every activation (as the hidden layer) x every loss, plus the other output activations
+SWEEP = [(h, o, loss) for h in HIDDEN for o, loss in OUTPUTS[:5]] + [("tanh", o, loss) for o, loss in OUTPUTS[5:]]
 
 
 @pytest.mark.parametrize("hidden, out, loss", SWEEP, ids=[f"{h}-{o}-{l}" for h, o, l in SWEEP])
@@ -95,7 +96,7 @@ def test_no_false_alarm_on_a_correct_backward(hidden, out, loss, build_module):
         ({"beta": PARAM[hidden]} if hidden == "swish" else {})
     net = Network("sweep", 3, [Dense(4, hidden, **params), Dense(3, out)], loss=loss)
     reference = build_module(net)
-    for seed in (0, 1, 2, 3):
+    for seed in ((0, 1, 2, 3) if loss == "mse" else (0,)):
         report = gradcheck(net, correct_grad(net), reference, seed=seed)
         assert report.ok, report.text()
 
