@@ -84,13 +84,13 @@ def pre_activation(a_prev, W, b):
     return z, np.asarray(bound, dtype=REAL)
 
 
-def activation(net: Network, l: int, z, z_err):
+def activation(net: Network, l: int, z, z_err, u: float = 0.0):
     """a = f_l(z) in extended precision and its error bound (units of the roundoff)."""
     if net.is_vector(l):
         p = softmax(np.asarray(z, dtype=REAL))
         k = p.shape[-1]
         return p, p * (2 * np.max(z_err, axis=-1, keepdims=True) + 4 * k)
-    return bounded(formula(net, l), {X: z}, {X: z_err})
+    return bounded(formula(net, l), {X: z}, {X: z_err}, u)
 
 
 class Trajectory:
@@ -105,9 +105,11 @@ class Trajectory:
         self.b = [None] + [np.asarray(params[f"b{l}"], dtype=REAL) for l in range(1, net.depth + 1)]
         self.a = [np.asarray(x, dtype=REAL)]          # what each layer is fed: the module's a{l-1} if cached
         self.z, self.z_err, self.a_ref, self.a_err = [None], [None], [None], [None]
+        dtype = np.asarray(params["W1"]).dtype
+        u = float(np.finfo(dtype).eps) / 2 if dtype.kind == "f" else 0.0
         for l in range(1, net.depth + 1):
             z, zerr = pre_activation(self.a[l - 1], self.W[l], self.b[l])
-            a, aerr = activation(net, l, z, zerr)
+            a, aerr = activation(net, l, z, zerr, u)
             self.z.append(z)
             self.z_err.append(zerr)
             self.a_ref.append(a)
@@ -179,6 +181,7 @@ class Trajectory:
         return self._propagate(l, dz, np.abs(dz))
 
     def _propagate(self, l, dz, mag):
+        self.reach = np.max(np.abs(dz), axis=(1, 2)) if dz.size else np.zeros(len(dz))
         while True:
             da, dmag = self._through(l, dz, mag)
             if l == self.net.depth:
@@ -186,6 +189,8 @@ class Trajectory:
             l += 1
             dz = _contract(da, self.W[l], batched=True)
             mag = _contract(dmag, np.abs(self.W[l]), batched=True)
+            if dz.size:
+                self.reach = np.maximum(self.reach, np.max(np.abs(dz), axis=(1, 2)))
         return np.einsum("dbk,bk->d", da, self.dloss), np.einsum("dbk,bk->d", dmag, self.dloss_mag)
 
     def _through(self, l, dz, mag):
