@@ -14,11 +14,6 @@ from .naming import A, LOGP, X, Y, YHAT
 from .spec import Network
 
 DIGITS = 40            # working precision of the symbolic evaluation
-SMALL_WIDTH = 4        # networks no wider than this are expanded whole
-SYMBOLIC_WIDTH = 3     # wider ones are cut to this width for the symbolic check
-SYMBOLIC_OUTPUTS = 10  # the output layer is kept whole up to this width
-GEN_TOL = 1e-10        # generated vs symbolic, relative (float64)
-FD_TOL = 1e-6          # central finite differences vs symbolic, relative
 
 
 MAX_MODULE_BYTES = 20_000_000
