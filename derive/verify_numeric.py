@@ -138,7 +138,7 @@ def evaluate_array(expr: sp.Expr, env: dict):
     out = np.broadcast_to(out, shape).copy()
     if not np.iscomplexobj(out):
         _repair(expr, env, out, shape)
-        _, bound = bounded(expr, env, {})
+        _, bound = bounded(expr, env, {}, refine=False)
         _refine(expr, env, out, shape, bound)
     return out
 
@@ -220,7 +220,7 @@ def _fsecond(func) -> sp.Expr:
     return derivative(derivative(func(_U), _U), _U)
 
 
-def bounded(expr: sp.Expr, env: dict, env_err: dict, u: float = 0.0):
+def bounded(expr: sp.Expr, env: dict, env_err: dict, u: float = 0.0, refine: bool = True):
     """(value, error bound in units of the unit roundoff) of `expr`, elementwise.
 
     env_err gives each input's own error bound (same units). The rules: a sum's rounding is at
@@ -291,7 +291,8 @@ def bounded(expr: sp.Expr, env: dict, env_err: dict, u: float = 0.0):
         value = np.broadcast_to(ev(expr), shape).copy()
         bound = np.broadcast_to(err(expr), shape).copy()
     _repair(expr, env, value, shape)
-    _refine(expr, env, value, shape, bound)
+    if refine:
+        _refine(expr, env, value, shape, bound)
     # where an intermediate overflowed, the running bound is unknown: a loose relative one instead
     bound = np.where(np.isfinite(bound), bound, 1e3 * np.abs(value))
     return value, bound

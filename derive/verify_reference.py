@@ -137,6 +137,8 @@ class Trajectory:
             if not net.is_vector(l):
                 f = formula(net, l)
                 fp = evaluate_array(derivative(f, X), {X: self.z[l]})
+                # how far an evaluation of f' as written may be off (1 + tanh(u) for u << 0 cancels)
+                _, fp_err = bounded(derivative(f, X), {X: self.z[l]}, {X: np.abs(self.z[l])}, refine=False)
                 fpp = evaluate_array(derivative(derivative(f, X), X), {X: self.z[l]})
                 a = np.abs(self.a_ref[l])
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -144,7 +146,7 @@ class Trajectory:
                 # f' as computed may come from rounded z (f'' dz) or, in the a-form, from rounded a
                 # (d f'/da = f''/f'): both enter the rounding scale of the backward pass
                 self.factor[l] = fp
-                self.factor_mag[l] = np.abs(fp) + np.abs(fpp * self.z[l]) + via_a
+                self.factor_mag[l] = np.abs(fp) + np.abs(fpp * self.z[l]) + via_a + fp_err
 
     def jvp(self, directions: dict, start: int):
         """Directional derivatives of the loss, and their magnitude scales, for tangents at layer `start`.
