@@ -60,26 +60,29 @@ def cmd_verify(args) -> int:
     import tempfile
 
     from derive.verify import check_module, load_module
+    from derive.verify_checks import terminal_progress
 
     from .build import module_outputs, write_outputs
     (net,) = _load([args.spec])
+    progress = terminal_progress()
     if args.module:
         module = load_module(args.module)
-        shapes = {k: tuple(v) for k, v in dict(module.PARAM_SHAPES).items()}
+        shapes = {k: tuple(v) for k, v in module.PARAM_SHAPES.items()}
         if shapes != net.param_shapes():
             from derive.errors import SpecError
             raise SpecError(args.module, "PARAM_SHAPES", f"{shapes} does not match {args.spec}'s {net.param_shapes()}",
                             "verify the module against the spec it was generated from")
-        report = check_module(net, module)
+        report = check_module(net, module, progress=progress)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             write_outputs(module_outputs(net), Path(tmp))
-            report = check_module(net, load_module(Path(tmp) / f"{net.name}.py"))
+            report = check_module(net, load_module(Path(tmp) / f"{net.name}.py"), progress=progress)
+    if progress is not None:
+        progress.done()
     print(report.table())
     if not report.ok:
-        for row in report.rows:
-            if not row.ok:
-                print(f"mismatch in {row.worst}", file=sys.stderr)
+        for line in report.failures():
+            print(f"mismatch in {line}", file=sys.stderr)
         return 1
     return 0
 
@@ -102,6 +105,7 @@ _LAZY = {
     "latex": ("codegen.document", "add_parser", "the derivation as a LaTeX (or Markdown) document"),
     "train": ("codegen.train_cli", "add_parsers", "train a spec's network on data with mini-batches"),
     "surface": ("codegen.train_cli", "add_parsers", "plot the loss over two chosen weights around the current point"),
+    "gradcheck": ("codegen.gradcheck_cmd", "add_parser", "check a hand-written backward pass and say what is wrong"),
 }
 
 

@@ -1,6 +1,4 @@
-"""Gradient checks: scalar-expansion proof, finite differences, and the three-way report."""
-import importlib.util
-from dataclasses import dataclass
+"""Gradient checks: scalar-expansion proof, loading a module to check, and the module check (verify_checks)."""
 from pathlib import Path
 
 import mpmath
@@ -9,33 +7,94 @@ import sympy as sp
 
 from .elementwise import at_kinks
 from .errors import SpecError
-from .spec import Dense, Network
+from .spec import Network
 
 DIGITS = 40            # working precision of the symbolic evaluation
-SMALL_WIDTH = 4        # networks no wider than this are expanded whole
-SYMBOLIC_WIDTH = 3     # wider ones are cut to this width for the symbolic check
-SYMBOLIC_OUTPUTS = 10  # the output layer is kept whole up to this width
-GEN_TOL = 1e-10        # generated vs symbolic, relative (float64)
-FD_TOL = 1e-6          # central finite differences vs symbolic, relative
+
+
+MAX_MODULE_BYTES = 20_000_000
+REQUIRED = ("PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad")
+
+
+def read_module(path):
+    """Import any Python file by path: only a regular file (never a FIFO, device or directory,
+    which would block or fail mid-import), at most MAX_MODULE_BYTES of it.
+
+    Raises:
+        SpecError: one line naming the file, the place and the fix.
+    """
+    import os
+    import stat
+    import types
+
+    path = Path(path)
+    where = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise SpecError(where, "", "no such file", "check the path") from None
+    except IsADirectoryError:
+        raise SpecError(where, "", "is a directory, not a module", "name a generated .py file") from None
+    except OSError as e:
+        raise SpecError(where, "", f"cannot be read: {e.strerror or e}", "check the path and its permissions") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise SpecError(where, "", "is a directory, not a module", "name a generated .py file")
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(where, "", "is not a regular file (a FIFO, socket or device)", "name a generated .py file")
+        if info.st_size > MAX_MODULE_BYTES:
+            raise SpecError(where, "", f"is {info.st_size} bytes, more than {MAX_MODULE_BYTES}",
+                            "name a generated .py file")
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            source = f.read(MAX_MODULE_BYTES + 1)
+    except OSError as e:
+        raise SpecError(where, "", f"cannot be read: {e.strerror or e}", "check the path and its permissions") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    name = f"_nnderive_checked_{path.stem}_{abs(hash(str(path.resolve())))}"
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    try:
+        code = compile(source, str(path), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as e:
+        line = f"line {e.lineno}" if getattr(e, "lineno", None) else ""
+        raise SpecError(where, line, "not valid Python", "regenerate it with nnderive generate") from None
+    try:
+        exec(code, module.__dict__)     # the module the user named: importing it is the point
+    except RecursionError:
+        raise SpecError(where, "", "importing it recursed too deeply", "regenerate it with nnderive generate") from None
+    except Exception as e:
+        raise SpecError(where, "", f"importing it raised {type(e).__name__}: {e}",
+                        "fix the module or regenerate it with nnderive generate") from None
+    return module
 
 
 def load_module(path):
-    """Import a generated module from a file path (it is not an installed package)."""
-    path = Path(path)
-    name = f"_nnderive_checked_{path.stem}_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None:
-        raise SpecError(str(path), "", "not a Python module", "name a generated .py file")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except FileNotFoundError:
-        raise SpecError(str(path), "", "no such file", "check the path") from None
-    except SyntaxError as e:
-        raise SpecError(str(path), f"line {e.lineno}", "not valid Python", "regenerate it with nnderive generate") from None
-    for attr in ("PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad"):
+    """Import a generated module from a file path (it is not an installed package).
+
+    Only a regular file is read (see read_module), and it must define the module API of DESIGN.md.
+
+    Raises:
+        SpecError: one line naming the file, the place and the fix.
+    """
+    where = str(path)
+    module = read_module(path)
+    for attr in REQUIRED:
         if not hasattr(module, attr):
-            raise SpecError(str(path), attr, "missing from the module", "regenerate it with nnderive generate")
+            raise SpecError(where, attr, "missing from the module", "regenerate it with nnderive generate")
+    for attr in REQUIRED[1:]:
+        if not callable(getattr(module, attr)):
+            raise SpecError(where, attr, "is not a function", "regenerate it with nnderive generate")
+    shapes = module.PARAM_SHAPES
+    if not isinstance(shapes, dict) or not all(
+            isinstance(k, str) and isinstance(v, (tuple, list)) and all(type(n) is int and n > 0 for n in v)
+            for k, v in shapes.items()):
+        raise SpecError(where, "PARAM_SHAPES", f"is a {type(shapes).__name__}, not a dict of name -> shape tuple"
+                        if not isinstance(shapes, dict) else "is not a dict of name -> tuple of positive ints",
+                        "regenerate it with nnderive generate")
     return module
 
 
@@ -68,131 +127,4 @@ def sample_params(net: Network, rng) -> dict:
             for name, shape in net.param_shapes().items()}
 
 
-def finite_differences(module, params: dict, x, y, entries: dict, eps: float = 1e-6) -> dict:
-    """Central differences of module.loss at the chosen entries of each parameter."""
-    out = {}
-    for name, idxs in entries.items():
-        vals = []
-        for idx in idxs:
-            p = {k: v.copy() for k, v in params.items()}
-            p[name][idx] += eps
-            up = module.loss(p, x, y)
-            p[name][idx] -= 2 * eps
-            down = module.loss(p, x, y)
-            vals.append((up - down) / (2 * eps))
-        out[name] = np.array(vals)
-    return out
-
-
-@dataclass
-class Row:
-    param: str
-    shape: tuple
-    checked: int
-    gen_err: float | None    # generated vs symbolic, relative
-    fd_err: float            # finite differences vs reference (symbolic, else generated), relative
-    ok: bool
-    worst: str = ""          # where it disagreed most: "W1[0, 1]: generated 0.1 vs symbolic 0.2"
-
-
-@dataclass
-class Report:
-    network: str
-    symbolic_on: str
-    rows: list
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.rows)
-
-    def table(self) -> str:
-        lines = [f"three-way check of {self.network} (symbolic on {self.symbolic_on})",
-                 f"{'param':<7} {'shape':<12} {'checked':>7} {'gen vs sym':>11} {'fd vs sym':>11}  result"]
-        for r in self.rows:
-            gen = "-" if r.gen_err is None else f"{r.gen_err:.1e}"
-            lines.append(f"{r.param:<7} {str(r.shape):<12} {r.checked:>7} {gen:>11} {r.fd_err:>11.1e}  "
-                         + ("ok" if r.ok else "FAIL " + r.worst))
-        return "\n".join(lines)
-
-
-def _rel(a, b, scale):
-    return float(np.max(np.abs(a - b) / (np.abs(b) + scale))) if np.size(a) else 0.0
-
-
-def check_module(net: Network, module, seed: int = 0, fd_samples: int = 12) -> Report:
-    """Compare the module's backward with the symbolic gradient and with finite differences.
-
-    Networks wider than SMALL_WIDTH are checked on an embedded copy: inputs beyond the cut are 0
-    and weights outside the cut block are 0, so the full-size module computes exactly the cut network.
-    """
-    rng = np.random.default_rng(seed)
-    x, y = sample_batch(net, rng, batch=2)
-    params = sample_params(net, rng)
-    # Elementwise layers are cut to SYMBOLIC_WIDTH; the output layer and softmax layers are kept
-    # whole (a cut would change the softmax's normalisation), so they must be narrow enough.
-    whole = [l == net.depth or net.is_vector(l) for l in range(1, net.depth + 1)]
-    sizes = [min(net.inputs, SYMBOLIC_WIDTH)] + [n if keep else min(n, SYMBOLIC_WIDTH)
-                                                  for n, keep in zip(net.sizes[1:], whole)]
-    feasible = max(n for n, keep in zip(net.sizes[1:], whole) if keep) <= SYMBOLIC_OUTPUTS
-    small = max(net.sizes) <= SMALL_WIDTH
-    symbolic_net, sym_params, x_sym = net, params, x
-    if not small and feasible:
-        layers = [Dense(s, la.activation, la.formula, **la.params) for s, la in zip(sizes[1:], net.layers)]
-        symbolic_net = Network(net.name, sizes[0], layers, net.loss, net.source)
-        x[:, sizes[0]:] = 0.0
-        for l in range(1, net.depth + 1):
-            W, b = params[f"W{l}"], params[f"b{l}"]
-            keep_out = sizes[l]
-            W[keep_out:, :] = 0.0
-            W[:, sizes[l - 1]:] = 0.0
-            b[keep_out:] = 0.0
-        # Units outside the block still output f(0) != 0 for some activations; their outgoing
-        # weights are 0, so they change nothing downstream.
-        sym_params = {k: (v[:sizes[int(k[1:])], :sizes[int(k[1:]) - 1]] if k[0] == "W" else v[:sizes[int(k[1:])]])
-                      for k, v in params.items()}
-        x_sym = x[:, :sizes[0]]
-        symbolic_on = f"the embedded {'-'.join(map(str, sizes))} copy"
-    elif small:
-        symbolic_on = "the whole network"
-    else:
-        symbolic_net = None
-        symbolic_on = f"nothing (a softmax or output layer wider than {SYMBOLIC_OUTPUTS}): finite differences only"
-    _, gen = module.loss_and_grad({k: v.copy() for k, v in params.items()}, x, y)
-    sym = symbolic_gradients(symbolic_net, sym_params, x_sym, y) if symbolic_net is not None else None
-    rows = []
-    for name, shape in net.param_shapes().items():
-        g = np.asarray(gen[name], dtype=float)
-        if g.shape != tuple(shape):
-            rows.append(Row(name, shape, 0, None, np.inf, False, f"backward gave shape {g.shape}"))
-            continue
-        # Entries checked against finite differences: all of a small tensor, a sample of a large one.
-        flat = np.arange(int(np.prod(shape)))
-        if sym is not None:
-            block = np.zeros(shape, dtype=bool)
-            block[tuple(slice(0, s) for s in sym[name].shape)] = True
-            flat = np.flatnonzero(block)
-        if flat.size > fd_samples:
-            flat = np.sort(rng.choice(flat, fd_samples, replace=False))
-        idxs = [np.unravel_index(i, shape) for i in flat]
-        fd = finite_differences(module, params, x, y, {name: idxs})[name]
-        if sym is not None:
-            s = np.zeros(shape)
-            s[tuple(slice(0, n) for n in sym[name].shape)] = sym[name]
-            region = tuple(slice(0, n) for n in sym[name].shape)
-            scale = 1e-3 * max(1.0, float(np.max(np.abs(s))))
-            gen_err = _rel(g[region], s[region], scale)
-            ref = np.array([s[i] for i in idxs])
-            fd_err = _rel(fd, ref, scale)
-            ok = gen_err <= GEN_TOL and fd_err <= FD_TOL
-            diff = np.abs(g[region] - s[region])
-            worst_idx = np.unravel_index(int(np.argmax(diff)), diff.shape)
-            worst = f"{name}{list(worst_idx)}: generated {g[region][worst_idx]!r} vs symbolic {s[region][worst_idx]!r}"
-            rows.append(Row(name, tuple(shape), int(np.prod(sym[name].shape)), gen_err, fd_err, ok, worst))
-        else:
-            ref = np.array([g[i] for i in idxs])
-            scale = 1e-3 * max(1.0, float(np.max(np.abs(g))))
-            fd_err = _rel(ref, fd, scale)
-            k = int(np.argmax(np.abs(ref - fd)))
-            rows.append(Row(name, tuple(shape), len(idxs), None, fd_err, fd_err <= FD_TOL,
-                            f"{name}{list(idxs[k])}: generated {ref[k]!r} vs finite differences {fd[k]!r}"))
-    return Report(net.name, symbolic_on, rows)
+from .verify_checks import Report, Row, check_module  # noqa: E402  (the module check; uses the helpers above)
