@@ -206,8 +206,8 @@ def _repair(expr, env, out, shape):
 
 @lru_cache(maxsize=None)
 def derivative(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
-    """d expr / d var with the kink conventions (relu'(0) = 0, leaky_relu'(0) = alpha, jumps 0)."""
-    return at_kinks(sp.diff(expr, var))
+    """d expr / d var with the kink convention: the left derivative in var (relu'(0) = 0, |u|'(0) = -1, jumps 0)."""
+    return at_kinks(sp.diff(expr, var), var)
 
 
 @lru_cache(maxsize=None)

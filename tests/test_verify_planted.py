@@ -46,7 +46,7 @@ PLANTED = {
     "relu mask >= instead of >": ("mlp_4_2_3", "delta1 *= (z1 > 0)", "delta1 *= (z1 >= 0)", "loss_and_grad", "W1"),
     "erfc tail branch x 1.001": ("gelu_net", "np.where(y <= 4.0, r_mid, r_big)", "np.where(y <= 4.0, r_mid, r_big * 1.001)",
                                  "forward", "a1"),
-    "mae'(0) taken as 1": ("mae_net", "delta2 = -np.sign(-a2 + y)", "delta2 = np.where(a2 >= y, 1.0, -1.0).astype(a2.dtype)",
+    "mae'(0) taken as 1": ("mae_net", "delta2 = 1 - 2*np.heaviside(-a2 + y, 1)", "delta2 = np.where(a2 >= y, 1.0, -1.0).astype(a2.dtype)",
                            "loss_and_grad", "W2"),
     # every other checker fails on a planted error too
     "cache z1 + 1e-6": ("mlp_4_2_3", '"z1": z1,', '"z1": z1 + 1e-6,', "forward", "z1"),
