@@ -8,7 +8,7 @@ from .activations import ACTIVATIONS, XV, softmax_instance
 from .elementwise import MAX_SIMPLIFY_OPS, ElementwiseDerivative, derive_elementwise, diff
 from .errors import DerivationError
 from .losses import LOSSES, Loss
-from .naming import A, G, LOGP, X, Y, YHAT, YSUM
+from .naming import A, LOGP, X, Y, YHAT, YSUM
 from .spec import Network
 
 # The softmax instance the vector derivations run on; the result is checked on a second index.
@@ -355,8 +355,3 @@ def derive(net: Network) -> Derivation:
     """
     layers = tuple(derive_layer(net, l) for l in range(1, net.depth + 1))
     return Derivation(net, layers, derive_output(net), LOSSES[net.loss], indexed_steps())
-
-
-def hidden_delta(layer: LayerDerivation) -> sp.Expr:
-    """delta{l} = g * f'(z{l}) per element, g = (delta{l+1} @ W{l+1}); piecewise factors folded in."""
-    return sp.piecewise_fold(G * layer.factor)

@@ -17,7 +17,6 @@ z_l <= 0, > 0 or = 0 exactly, the derivative missing, applied twice, inverted, e
 instead of z or in its a-form at z, the softmax Jacobian's off-diagonal terms missing; else an
 unknown pattern, with the largest deviation.
 """
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

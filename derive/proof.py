@@ -10,7 +10,6 @@ import numpy as np
 import sympy as sp
 
 from . import nodes
-from .errors import VerificationError
 from .program import SCALE, Program, program
 
 DIGITS = 40
@@ -192,10 +191,3 @@ def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
                     worst[name] = max(worst[name], abs(float(evaluate(e, values, memo) - got[idx])))
             worst["loss"] = max(worst["loss"], abs(float(evaluate(L, values, memo) - env["total"] / len(x))))
     return list(worst.items())
-
-
-def assert_proven(net, tolerance: float = 1e-30, **kwargs) -> None:
-    """prove(net), raising VerificationError naming the first entry that differs."""
-    for name, diff in prove(net, **kwargs):
-        if not diff <= tolerance:
-            raise VerificationError(f"the Program's {name} differs from sp.diff of the expanded loss by {diff:.3g}")

@@ -1,16 +1,8 @@
 """Gradient checks: scalar-expansion proof, loading a module to check, and the module check (verify_checks)."""
 from pathlib import Path
 
-import mpmath
-import numpy as np
-import sympy as sp
-
-from .elementwise import at_kinks
 from .errors import SpecError
 from .spec import Network
-
-DIGITS = 40            # working precision of the symbolic evaluation
-
 
 MAX_MODULE_BYTES = 20_000_000
 REQUIRED = ("PARAM_SHAPES", "init_params", "forward", "backward", "loss", "loss_and_grad")
@@ -98,19 +90,8 @@ def load_module(path):
     return module
 
 
-from .expansion import (_activate, _targets, evaluate, expanded_loss, param_symbols,  # noqa: F401
+from .expansion import (DIGITS, _activate, _targets, evaluate, expanded_loss, param_symbols,  # noqa: F401
                         sample_batch)
-
-
-def symbolic_gradients(net: Network, params: dict, x: np.ndarray, y: np.ndarray) -> dict:
-    """dL/dp by plain sp.diff of the expanded loss, for every weight, evaluated to DIGITS digits."""
-    P = param_symbols(net)
-    L = expanded_loss(net, P, x, y)
-    with mpmath.workdps(DIGITS):
-        values = {s: mpmath.mpf(float(v)) for name in P for s, v in zip(P[name], np.ravel(params[name]))}
-        memo = {}
-        return {name: np.array([float(evaluate(at_kinks(sp.diff(L, s)), values, memo)) for s in M]
-                               ).reshape(params[name].shape) for name, M in P.items()}
 
 
 def prove(net: Network, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:

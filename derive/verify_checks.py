@@ -19,7 +19,7 @@ floating-point evaluation, in either dtype, however wide the network:
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -16,7 +16,7 @@ from .activations import softmax_instance
 from .losses import LOSSES
 from .naming import X, Y, YHAT
 from .spec import Network
-from .verify_numeric import COMPLEX, REAL, Evaluator, bounded, derivative, evaluate_array
+from .verify_numeric import REAL, Evaluator, bounded, derivative, evaluate_array
 
 STEP = REAL(2) ** -200      # complex-step size: no subtraction, so any tiny h is exact
 
