@@ -36,6 +36,19 @@ def grad(param: str) -> str:
     return f"d{param}"
 
 
+# Arrays of the generated code that belong to no one layer.
+TARGETS = "y"          # the targets, one row per example
+UPSTREAM = "g"         # the upstream gradient dL/da a statement is about to multiply through f'
+RESIDUAL = "r"         # a loss's inner difference, squared in one BLAS dot
+TOTAL = "total"        # the per-example losses summed over the batch
+SCALE = "scale"        # what backward scales every gradient by: 1/n (sgd_step: lr/n)
+
+
+def log_output(l: int, is_output: bool) -> str:
+    """log(a{l}) of a softmax layer, computed stably from z{l}: `logp` for the output layer."""
+    return "logp" if is_output else f"logp{l}"
+
+
 def temp(l: int, i: int) -> str:
     """A shared subexpression of layer l's activation and its derivative."""
     return f"t{l}_{i}"

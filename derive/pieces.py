@@ -152,7 +152,7 @@ class Pieces:
     def output_delta(self) -> sp.Expr:
         """dl/dz{L} for one example and one output (no 1/n): e.g. a2 - y; for kind "jvp" the g{L} element."""
         if self.derivation.output.kind == "jvp":
-            return self._elementwise(self.program.defining("g")[0].expr, self.L)
+            return self._elementwise(self.program.defining(naming.UPSTREAM)[0].expr, self.L)
         return self._elementwise(self.composed(naming.delta(self.L)).xreplace({SCALE: 1}), self.L)
 
     def upstream(self, l: int) -> sp.Expr:
@@ -160,7 +160,7 @@ class Pieces:
         self._layer(l)
         if l < self.L:
             return self._display(self._upstream_node(l), l)
-        return self._elementwise(self.program.defining("g")[0].expr, l)
+        return self._elementwise(self.program.defining(naming.UPSTREAM)[0].expr, l)
 
     def delta(self, l: int) -> sp.Expr:
         """delta{l} = dL/dz{l} as the code computes it (1/n for the output layer).
@@ -171,7 +171,7 @@ class Pieces:
         """
         self._layer(l)
         value = self.composed(naming.delta(l), l).xreplace({SCALE: 1 / N})
-        if value.xreplace({UnitSum(array("y")): YSUM}).has(UnitSum, Dot, BatchSum):
+        if value.xreplace({UnitSum(array(naming.TARGETS)): YSUM}).has(UnitSum, Dot, BatchSum):
             return self._display(value, l)
         return self._elementwise(value, l)
 
@@ -206,7 +206,7 @@ class Pieces:
                 continue
             value = s.expr if s.op == "=" else (value * s.expr if s.op == "*=" else value + s.expr)
         if l is not None:
-            value = value.xreplace({array("g"): symbol(f"g{l}")})
+            value = value.xreplace({array(naming.UPSTREAM): symbol(f"g{l}")})
             if l < self.L:
                 value = value.xreplace({self._upstream_node(l): symbol(f"g{l}")})
         return value
@@ -228,7 +228,7 @@ class Pieces:
         for _ in temps:
             expr = expr.xreplace(temps)
         expr = expr.replace(lambda e: isinstance(e, Like), lambda e: e.args[0])    # a number broadcast: the number
-        return unstable(expr.xreplace({UnitSum(array("y")): YSUM, array("g"): symbol(f"g{l}")}))
+        return unstable(expr.xreplace({UnitSum(array(naming.TARGETS)): YSUM, array(naming.UPSTREAM): symbol(f"g{l}")}))
 
     def _display(self, expr: sp.Expr, l: int) -> sp.Expr:
         """A Program expression as matrices: products, transposes, Hadamard products, sums as ones vectors."""

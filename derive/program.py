@@ -23,7 +23,7 @@ from .naming import A, G, LOGP, X, Y, YSUM
 from .nodes import BatchSum, Dot, Like, LogSoftmax, T, Total, UnitSum, carries_array, is_mask
 from .stable import as_value, stabilize
 
-SCALE = sp.Symbol("scale", real=True)   # what backward scales every gradient by: 1/n (sgd_step: lr/n)
+SCALE = sp.Symbol(naming.SCALE, real=True)   # what backward scales every gradient by: 1/n (sgd_step: lr/n)
 
 
 def array(name: str) -> sp.Symbol:
@@ -129,8 +129,8 @@ def softmax_jvp(g: sp.Symbol, a: sp.Symbol) -> sp.Expr:
 
 def _names(l: int) -> dict:
     """The generic symbols of the derivation renamed to layer l's arrays."""
-    return {X: array(naming.pre(l)), A: array(naming.act(l)), Y: array("y"), G: array("g"),
-            LOGP: array("logp"), YSUM: UnitSum(array("y"))}
+    return {X: array(naming.pre(l)), A: array(naming.act(l)), Y: array(naming.TARGETS), G: array(naming.UPSTREAM),
+            LOGP: array(naming.log_output(l, True)), YSUM: UnitSum(array(naming.TARGETS))}
 
 
 def shared_work(l: int, f: sp.Expr, factor: sp.Expr) -> tuple[list, sp.Expr, sp.Expr]:
@@ -170,7 +170,7 @@ def _lower_layer(layer: LayerDerivation, is_output: bool, batch) -> _Layer:
     product = _matrix_node(steps.forward, {steps.a: array(prev), steps.W: array(naming.weight(l))})
     out = [Assign(z, product, shape), Assign(z, array(naming.bias(l)), shape, op="+=")]
     if layer.vector:
-        logp = "logp" if is_output else f"logp{l}"
+        logp = naming.log_output(l, is_output)
         out += [Assign(logp, LogSoftmax(array(z)), shape, about="softmax, through a stable log-softmax"),
                 Assign(a, sp.exp(array(logp)), shape)]
         return _Layer(out, None)
@@ -196,9 +196,9 @@ def _output_delta(d: Derivation, batch) -> list[Assign]:
     shape = (batch, d.network.sizes[-1])
     if out.kind == "jvp":
         g = stabilize(out.dloss_da).xreplace(names)
-        return ([Assign("g", g if carries_array(g) else Like(g, a), shape,
+        return ([Assign(naming.UPSTREAM, g if carries_array(g) else Like(g, a), shape,
                         about="dL/da, then the softmax Jacobian-vector product")]
-                + _scaled(delta, softmax_jvp(array("g"), a), shape, ""))
+                + _scaled(delta, softmax_jvp(array(naming.UPSTREAM), a), shape, ""))
     how = "fused: derived and simplified by SymPy" if out.kind == "fused" else "dL/da * f'(z)"
     if out.condition is not None:
         how += ", using sum(y) = 1 (one-hot labels)"
@@ -220,8 +220,8 @@ def _hidden_delta(d: Derivation, l: int, factor, batch) -> list[Assign]:
     delta, z = naming.delta(l), naming.pre(l)
     about = f"dL/d{z}: delta{l + 1} back through W{l + 1}, times {layer.activation}'"
     if layer.vector:
-        return [Assign("g", upstream, shape, about=f"dL/d{naming.act(l)}, then the softmax Jacobian-vector product"),
-                Assign(delta, softmax_jvp(array("g"), array(naming.act(l))), shape)]
+        return [Assign(naming.UPSTREAM, upstream, shape, about=f"dL/d{naming.act(l)}, then the softmax Jacobian-vector product"),
+                Assign(delta, softmax_jvp(array(naming.UPSTREAM), array(naming.act(l))), shape)]
     expr = sp.piecewise_fold(G * factor)
     if expr == 0:
         return [Assign(delta, Like(0, array(z)), shape, about=about + " (not trainable)")]
@@ -232,8 +232,8 @@ def _hidden_delta(d: Derivation, l: int, factor, batch) -> list[Assign]:
         return [Assign(delta, upstream, shape, about=about, shows=factor), Assign(delta, factor, shape, op="*=")]
     if sum(1 for e in sp.preorder_traversal(expr) if e == G) == 1:
         return [Assign(delta, expr.xreplace({G: upstream}), shape, about=about, shows=factor)]
-    return [Assign("g", upstream, shape, about=about, shows=factor),
-            Assign(delta, expr.xreplace({G: array("g")}), shape)]
+    return [Assign(naming.UPSTREAM, upstream, shape, about=about, shows=factor),
+            Assign(delta, expr.xreplace({G: array(naming.UPSTREAM)}), shape)]
 
 
 def _gradients(d: Derivation, l: int) -> list[Assign]:
@@ -254,11 +254,11 @@ def _loss(d: Derivation) -> list[Assign]:
         coeff, rest = sp.S.One, expr
     out = []
     if rest.is_Pow and rest.exp == 2 and not isinstance(rest.base, sp.Symbol) and carries_array(rest.base):
-        out.append(Assign("r", rest.base, ("n", d.network.sizes[-1])))
-        rest = array("r") ** 2
+        out.append(Assign(naming.RESIDUAL, rest.base, ("n", d.network.sizes[-1])))
+        rest = array(naming.RESIDUAL) ** 2
     if not carries_array(rest):
         rest = Like(rest, array(naming.act(L)))
-    return out + [Assign("total", coeff * Total(rest), ())]
+    return out + [Assign(naming.TOTAL, coeff * Total(rest), ())]
 
 
 def lower(d: Derivation) -> Program:

@@ -9,7 +9,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from . import nodes
+from . import naming, nodes
 from .program import SCALE, Program, program
 
 DIGITS = 40
@@ -189,5 +189,5 @@ def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
                 got = np.ravel(env[f"d{name}"])
                 for idx, e in enumerate(exact[name]):
                     worst[name] = max(worst[name], abs(float(evaluate(e, values, memo) - got[idx])))
-            worst["loss"] = max(worst["loss"], abs(float(evaluate(L, values, memo) - env["total"] / len(x))))
+            worst["loss"] = max(worst["loss"], abs(float(evaluate(L, values, memo) - env[naming.TOTAL] / len(x))))
     return list(worst.items())
