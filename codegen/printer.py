@@ -3,7 +3,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter as _SymPyNumPyPrinter
 from sympy.printing.precedence import precedence
 
-from derive import nodes
+from derive import naming, nodes
 from derive.nodes import carries_array, is_mask
 from derive.stable import as_value, stabilize  # noqa: F401  (re-exported: the printer's public helpers)
 
@@ -132,10 +132,11 @@ class NumPyPrinter(_SymPyNumPyPrinter):
     'np.tanh(z1)'
     """
 
-    def __init__(self, settings=None, params=()):
+    def __init__(self, settings=None, params=(), directions=None):
         super().__init__(settings or {})
         self.helpers: set[str] = set()
         self.params = frozenset(params)   # Symbols with these names are printed params["W1"]
+        self.directions = dict(directions or {})   # symbol name -> parameter: printed v["W1"]
 
     def _module_format(self, fqn, register=True):
         return super()._module_format(fqn, register).replace("numpy.", "np.")
@@ -151,7 +152,11 @@ class NumPyPrinter(_SymPyNumPyPrinter):
         return self.doprint(expr)
 
     def _print_Symbol(self, expr):
-        return f'params["{expr.name}"]' if expr.name in self.params else super()._print_Symbol(expr)
+        if expr.name in self.params:
+            return f'params["{expr.name}"]'
+        if expr.name in self.directions:
+            return f'{naming.DIRECTIONS}["{self.directions[expr.name]}"]'
+        return super()._print_Symbol(expr)
 
     # --- the array nodes of derive.nodes ---------------------------------------------------------
 

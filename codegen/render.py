@@ -1,8 +1,10 @@
 """Lays a Program out as a NumPy module: the printer writes each statement, Jinja2 the rest."""
+import math
 from pathlib import Path
 
 from derive import naming
 from derive.program import Assign, Program, program
+from derive.statements import live
 from derive.spec import Network, content_hash
 
 from .output import HEADER
@@ -22,7 +24,7 @@ class _Printer:
     """Prints Program statements: one NumPy printer, parameters spelled params["W1"]."""
 
     def __init__(self, prog: Program):
-        self.np = NumPyPrinter(params=prog.params)
+        self.np = NumPyPrinter(params=prog.params, directions=dict(zip(prog.directions, prog.params)))
 
     def line(self, s: Assign) -> dict:
         """A statement as the template lays it out: target, op, code and a comment line above."""
@@ -35,6 +37,17 @@ def _reads(statements) -> set[str]:
     return set().union(*(s.reads() for s in statements)) if statements else set()
 
 
+def _curvature_passes(prog: Program) -> dict:
+    """The statements of each curvature function, without the work its results do not need."""
+    grads = [g for _, g in prog.grads]
+    rgrads = [naming.rop(g) for g in grads]
+    return {
+        "hvp": live(prog.rforward + prog.rbackward, rgrads),
+        "grad_hvp": live(prog.rforward + prog.rbackward, grads + rgrads),
+        "gnvp": live(prog.rforward + prog.gnbackward, rgrads),
+    }
+
+
 def module_context(prog: Program, source: str) -> dict:
     net = prog.network
     pr = _Printer(prog)
@@ -45,12 +58,18 @@ def module_context(prog: Program, source: str) -> dict:
     values = list(dict.fromkeys(s.name for s in prog.forward))      # every array forward makes, in order
     backward_needs = _reads(prog.backward)
     loss_needs = _reads(prog.loss)
-    # What _forward hands on: the values backward or the loss read, and the output last.
-    saved = [v for v in values if v != output and (v in backward_needs or v in loss_needs)] + [output]
+    curvature = _curvature_passes(prog)
+    curvature_needs = _reads([s for statements in curvature.values() for s in statements])
+    # What _forward hands on: the values backward, the loss or the curvature passes read, and the output last.
+    saved = [v for v in values if v != output and (v in backward_needs or v in loss_needs or v in curvature_needs)]
+    saved.append(output)
     init = []
     for l, layer in enumerate(net.layers, start=1):
         init.append((naming.weight(l), net.sizes[l], net.sizes[l - 1], net.init_gain(l)))
     grads = prog.grads
+    curvature_code = {name: {"lines": [pr.line(s) for s in statements],
+                             "args": [v for v in ["x"] + saved if v in _reads(statements) or v == "x"]}
+                      for name, statements in curvature.items()}       # printed before the helpers are listed
     return dict(
         header=f"{HEADER} (sha256 {content_hash(net)}). DO NOT EDIT.\n"
                f"# Regenerate it from its spec with `nnderive generate SPEC`.\n# Spec: {quoted(source)}",
@@ -63,6 +82,9 @@ def module_context(prog: Program, source: str) -> dict:
         helpers=[HELPERS[h] for h in sorted(pr.np.helpers)],
         uses_math=any("math." in HELPERS[h] for h in pr.np.helpers),
         grads=grads, grad_names=", ".join(g for _, g in grads),
+        rgrad_names=", ".join(naming.rop(g) for _, g in grads),
+        curvature=curvature_code,
+        n_params=sum(math.prod(s) for s in net.param_shapes().values()),
     )
 
 

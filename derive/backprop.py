@@ -301,6 +301,9 @@ class SoftmaxSteps:
     jacobian: sp.Expr       # the same in a: a_k ([k = j] - a_j)
     jvp_sum: sp.Expr        # sum_k g_k d a_k / d z_j
     jvp: sp.Expr            # ... = a_j (g_j - sum_m g_m a_m)
+    u: sp.IndexedBase       # a direction in z (the curvature passes' R{z})
+    forward_jvp: sp.Expr    # sum_k d a_j / d z_k u_k: the directional derivative of a_j along u
+    log_jvp: sp.Expr        # d log(a_j) / d a_j times forward_jvp: the same for log-softmax
 
 
 @lru_cache(maxsize=1)
@@ -334,7 +337,14 @@ def softmax_steps() -> SoftmaxSteps:
         raise DerivationError(f"softmax Jacobian did not simplify: {jacobian}")
     jvp_sum = sp.Sum(g[k] * jacobian, (k, 1, K))
     jvp = sp.factor_terms(_within(jvp_sum.doit()))
-    return SoftmaxSteps(k, j, m, K, a, g, y, formula, raw, jacobian, jvp_sum, jvp)
+    u = sp.IndexedBase("u")
+    # Forward mode: d a_j / d z_k is the Jacobian with the roles of j and k exchanged.
+    swapped = jacobian.xreplace({j: k, k: j})
+    forward_jvp = sp.factor_terms(_within(sp.Sum(swapped * u[k], (k, 1, K)).doit()))
+    log_jvp = sp.expand(sp.diff(sp.log(a[j]), a[j]) * forward_jvp)
+    if log_jvp.has(sp.Pow(a[j], -1)):
+        raise DerivationError(f"the log-softmax directional derivative did not cancel: {log_jvp}")
+    return SoftmaxSteps(k, j, m, K, a, g, y, formula, raw, jacobian, jvp_sum, jvp, u, forward_jvp, log_jvp)
 
 
 def derive_output(net: Network) -> OutputDelta:

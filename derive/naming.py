@@ -54,6 +54,19 @@ def temp(l: int, i: int) -> str:
     return f"t{l}_{i}"
 
 
+def rop(name: str) -> str:
+    """R{name}: the directional derivative of the array `name` along the direction v (Pearlmutter's R-operator)."""
+    return f"R{name}"
+
+
+def direction(param: str) -> str:
+    """The direction v's entry for a parameter (printed v["W1"] in generated code)."""
+    return f"v{param}"
+
+
+DIRECTIONS = "v"       # the direction argument of hvp / gnvp: a dict shaped like params
+
+
 def array(name: str) -> sp.Symbol:
     """The scalar symbol that stands for one element of the array `name` in generated code."""
     return sp.Symbol(name, real=True)

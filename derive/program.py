@@ -18,42 +18,12 @@ from dataclasses import dataclass
 import sympy as sp
 
 from . import naming
-from .backprop import Derivation, LayerDerivation, derive, matrix_steps, softmax_steps
-from .naming import A, G, LOGP, X, Y, YSUM
-from .nodes import BatchSum, Dot, Like, LogSoftmax, T, Total, UnitSum, carries_array, is_mask
+from .curvature import lower as lower_curvature
+from .backprop import Derivation, LayerDerivation, derive, matrix_steps
+from .naming import A, G, X
+from .nodes import BatchSum, Dot, Like, LogSoftmax, T, Total, carries_array, is_mask
 from .stable import as_value, stabilize
-
-SCALE = sp.Symbol(naming.SCALE, real=True)   # what backward scales every gradient by: 1/n (sgd_step: lr/n)
-
-
-def array(name: str) -> sp.Symbol:
-    """The Symbol standing for the array `name` of the generated code."""
-    return naming.array(name)
-
-
-@dataclass(frozen=True)
-class Assign:
-    """One statement: `name op expr`, op "=" or in place ("+=", "*=" on an array the pass made)."""
-
-    name: str
-    expr: sp.Expr
-    shape: tuple
-    op: str = "="
-    about: str = ""          # words for a reader of the code, never a formula
-    shows: sp.Expr | None = None   # an expression the comment shows after `about = ` (printed, not typed)
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.op} {self.expr}"
-
-    @property
-    def target(self) -> sp.Symbol:
-        return array(self.name)
-
-    def reads(self) -> set[str]:
-        """The names of the arrays this statement reads (an in-place one reads its target too)."""
-        names = {s.name for s in self.expr.free_symbols}
-        return names | {self.name} if self.op != "=" else names
-
+from .statements import SCALE, Assign, _names, array, softmax_jvp  # noqa: F401  (re-exported)
 
 @dataclass(frozen=True)
 class Program:
@@ -63,6 +33,10 @@ class Program:
     forward: tuple
     loss: tuple          # the last statement is `total`: the per-example losses summed over the batch
     backward: tuple      # scale * dL/dp for every parameter p, as d{p}
+    # The curvature passes (derive.curvature), along a direction v of the parameters (v{p}):
+    rforward: tuple = ()     # R{z}, R{a} ... of the forward arrays: J v
+    rbackward: tuple = ()    # backward with R-backward interleaved: R{d{p}} = scale * (H v)[p]
+    gnbackward: tuple = ()   # J^T H_out J v at the output and back: R{d{p}} = scale * (G v)[p]
 
     @property
     def network(self):
@@ -80,11 +54,18 @@ class Program:
     def grads(self) -> list[tuple[str, str]]:
         return [(p, naming.grad(p)) for p in self.params]
 
+    @property
+    def directions(self) -> tuple:
+        """The names of the direction v's entries, in parameter order (v["W1"] is vW1)."""
+        return tuple(naming.direction(p) for p in self.params)
+
     def passes(self) -> dict:
-        return {"forward": self.forward, "loss": self.loss, "backward": self.backward}
+        return {"forward": self.forward, "loss": self.loss, "backward": self.backward,
+                "rforward": self.rforward, "rbackward": self.rbackward, "gnbackward": self.gnbackward}
 
     def defining(self, name: str) -> list[Assign]:
-        """Every statement that writes `name`, in order (an "=" and the in-place updates after it)."""
+        """Every statement of the primal passes that writes `name`, in order (an "=" and the in-place
+        updates after it)."""
         return [s for p in (self.forward, self.loss, self.backward) for s in p if s.name == name]
 
 
@@ -106,31 +87,6 @@ def _matrix_node(m: sp.MatrixExpr, names: dict) -> sp.Expr:
             out = Dot(out, _matrix_node(f, names))
         return out
     raise TypeError(f"no Program node for {type(m).__name__}: {m}")
-
-
-def _from_indexed(expr: sp.Expr, arrays: dict) -> sp.Expr:
-    """An indexed per-unit expression as an array expression: x[j] -> x, sum over the units -> UnitSum."""
-    if isinstance(expr, sp.Indexed):
-        return arrays[expr.base]
-    if isinstance(expr, sp.Sum):
-        if len(expr.limits) != 1:
-            raise TypeError(f"a sum over more than the units: {expr}")
-        return UnitSum(_from_indexed(expr.function, arrays))
-    if not expr.args:
-        return expr
-    return expr.func(*[_from_indexed(a, arrays) for a in expr.args])
-
-
-def softmax_jvp(g: sp.Symbol, a: sp.Symbol) -> sp.Expr:
-    """dL/dz for a = softmax(z) and g = dL/da, from the derived indexed form (never the K x K Jacobian)."""
-    s = softmax_steps()
-    return _from_indexed(s.jvp, {s.g: g, s.a: a})
-
-
-def _names(l: int) -> dict:
-    """The generic symbols of the derivation renamed to layer l's arrays."""
-    return {X: array(naming.pre(l)), A: array(naming.act(l)), Y: array(naming.TARGETS), G: array(naming.UPSTREAM),
-            LOGP: array(naming.log_output(l, True)), YSUM: UnitSum(array(naming.TARGETS))}
 
 
 def shared_work(l: int, f: sp.Expr, factor: sp.Expr) -> tuple[list, sp.Expr, sp.Expr]:
@@ -274,7 +230,9 @@ def lower(d: Derivation) -> Program:
         if l < d.depth:
             backward += _hidden_delta(d, l, factors[l], batch)
         backward += _gradients(d, l)
-    return Program(d, tuple(forward), tuple(_loss(d)), tuple(backward))
+    params = list(d.network.param_shapes())
+    curvature = lower_curvature(d, forward, backward, params, {naming.grad(p): p for p in params}, factors)
+    return Program(d, tuple(forward), tuple(_loss(d)), tuple(backward), *curvature)
 
 
 def program(net) -> Program:

@@ -168,3 +168,176 @@ def sgd_step(params, x, y, lr):
 def predict(params, x):
     """The network's output y_hat (batch, 4)."""
     return _forward(params, _inputs(params, x))[-1]
+
+
+# --- curvature: Pearlmutter's R-operator, R{u} = the change of u along a direction v of the parameters ---
+
+MAX_HESSIAN_PARAMS = 4096   # hessian() refuses more: P x P entries, one Hessian-vector product per column
+
+
+def _directions(params, v):
+    """v (a dict shaped like params) with every array in the parameters' dtype; never written into."""
+    dtype = params["W1"].dtype
+    if not isinstance(v, dict) or set(v) != set(PARAM_SHAPES):
+        got = sorted(v) if isinstance(v, dict) else type(v).__name__
+        raise ValueError(f"v must be a dict with the keys {list(PARAM_SHAPES)}, got {got}")
+    out = {}
+    for p, shape in PARAM_SHAPES.items():
+        d = v[p]
+        if type(d) is not np.ndarray or d.dtype != dtype:
+            d = np.asarray(d, dtype=dtype)
+        if d.shape != shape:
+            raise ValueError(f"v[{p!r}] must have shape {shape}, got {d.shape}")
+        out[p] = d
+    return out
+
+
+def _hvp(params, v, y, scale, x, z1, a1, a2):
+    """scale * (H v)[p] for every parameter p, H the Hessian of the loss: the R-forward pass, then
+    backward and R-backward side by side (R{delta} needs delta).
+
+    Writes only into arrays it makes.
+    """
+    n = len(x)
+    ones = np.ones(n, x.dtype) if n > 1 else None
+    Rz1 = x.dot(v["W1"].T)
+    Rz1 += v["b1"]
+    Ra1 = Rz1*(z1 > 0)
+    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 += v["b2"]
+    Ra2 = Rz2*a2*(1 - a2)
+    # dL/dz2 (dL/da * f'(z))
+    delta2 = a2*(1 - a2)*(a2 - y)
+    Rdelta2 = Ra2*(a2*(1 - a2) - a2*(a2 - y) + (1 - a2)*(a2 - y))
+    Rdelta2 *= scale
+    delta2 *= scale
+    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
+    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 *= (z1 > 0)
+    RdW1 = Rdelta1.T.dot(x)
+    Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
+    return RdW1, Rdb1, RdW2, Rdb2
+
+
+def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
+    """scale * dL/dp and scale * (H v)[p] for every parameter p, from one forward and one R-forward pass.
+
+    Writes only into arrays it makes.
+    """
+    n = len(x)
+    ones = np.ones(n, x.dtype) if n > 1 else None
+    Rz1 = x.dot(v["W1"].T)
+    Rz1 += v["b1"]
+    Ra1 = Rz1*(z1 > 0)
+    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 += v["b2"]
+    Ra2 = Rz2*a2*(1 - a2)
+    # dL/dz2 (dL/da * f'(z))
+    delta2 = a2*(1 - a2)*(a2 - y)
+    Rdelta2 = Ra2*(a2*(1 - a2) - a2*(a2 - y) + (1 - a2)*(a2 - y))
+    Rdelta2 *= scale
+    delta2 *= scale
+    dW2 = delta2.T.dot(a1)
+    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    db2 = ones.dot(delta2) if n > 1 else delta2[0]
+    Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
+    # dL/dz1: delta2 back through W2, times relu' = (z1 > 0)
+    delta1 = delta2.dot(params["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 *= (z1 > 0)
+    delta1 *= (z1 > 0)
+    dW1 = delta1.T.dot(x)
+    RdW1 = Rdelta1.T.dot(x)
+    db1 = ones.dot(delta1) if n > 1 else delta1[0]
+    Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
+    return dW1, db1, dW2, db2, RdW1, Rdb1, RdW2, Rdb2
+
+
+def _gnvp(params, v, y, scale, x, z1, a1, a2):
+    """scale * (G v)[p] for every parameter p, G = J^T H_out J the Gauss-Newton matrix: the R-forward
+    pass (J v), the loss's Hessian at the output, then backward with everything else held fixed.
+
+    Writes only into arrays it makes.
+    """
+    n = len(x)
+    ones = np.ones(n, x.dtype) if n > 1 else None
+    Rz1 = x.dot(v["W1"].T)
+    Rz1 += v["b1"]
+    Ra1 = Rz1*(z1 > 0)
+    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 += v["b2"]
+    Ra2 = Rz2*a2*(1 - a2)
+    Rdelta2 = Ra2*a2*(1 - a2)
+    Rdelta2 *= scale
+    RdW2 = Rdelta2.T.dot(a1)
+    Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 *= (z1 > 0)
+    RdW1 = Rdelta1.T.dot(x)
+    Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
+    return RdW1, Rdb1, RdW2, Rdb2
+
+
+def _dict(arrays):
+    return dict(zip(PARAM_SHAPES, arrays))
+
+
+def hvp(params, x, y, v):
+    """The Hessian of the loss times v, exactly (no finite differences): a dict shaped like params.
+
+    v is a dict shaped like params. Costs about two gradient evaluations.
+    """
+    x = _inputs(params, x)
+    z1, a1, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    return _dict(_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, a2))
+
+
+def loss_grad_hvp(params, x, y, v):
+    """The loss, its gradient and the Hessian times v (dicts shaped like params), sharing one forward pass."""
+    x = _inputs(params, x)
+    z1, a1, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    both = _grad_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, a2)
+    return _loss(y, a2), _dict(both[:4]), _dict(both[4:])
+
+
+def gnvp(params, x, y, v):
+    """The Gauss-Newton matrix G = J^T H_out J times v: a dict shaped like params.
+
+    J is the Jacobian of the output layer's pre-activations z (of its output a, where the loss's
+    Hessian in z depends on the targets) in the parameters, H_out the loss's Hessian there. G is
+    positive semi-definite for a convex loss; it is H without the terms in the loss's slope.
+    """
+    x = _inputs(params, x)
+    z1, a1, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    return _dict(_gnvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, a2))
+
+
+def hessian(params, x, y):
+    """The Hessian of the loss, a P x P array with P = 22 here: rows and columns run over the
+    parameters in PARAM_SHAPES order, each flattened in C order (np.concatenate of p.ravel()).
+
+    Column j is hvp along the j-th unit vector (symmetric up to rounding). Refuses networks with
+    more than MAX_HESSIAN_PARAMS parameters: use hvp, which never forms the matrix.
+    """
+    sizes = [int(np.prod(shape)) for shape in PARAM_SHAPES.values()]
+    if sum(sizes) > MAX_HESSIAN_PARAMS:
+        raise ValueError(f"hessian: {sum(sizes)} parameters make a {sum(sizes)} x {sum(sizes)} matrix, more than "
+                         f"MAX_HESSIAN_PARAMS = {MAX_HESSIAN_PARAMS} per side; use hvp(params, x, y, v)")
+    x = _inputs(params, x)
+    z1, a1, a2 = _forward(params, x)
+    y = _targets(y, a2)
+    v = {p: np.zeros(shape, x.dtype) for p, shape in PARAM_SHAPES.items()}
+    H = np.empty((sum(sizes), sum(sizes)), x.dtype)
+    column = 0
+    for p in PARAM_SHAPES:
+        unit = v[p].reshape(-1)          # a view: setting unit[i] sets v[p]
+        for i in range(unit.size):
+            unit[i] = 1
+            H[:, column] = np.concatenate([h.ravel() for h in _hvp(params, v, y, 1 / y.shape[0], x, z1, a1, a2)])
+            unit[i] = 0
+            column += 1
+    return H
