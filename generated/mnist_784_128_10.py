@@ -190,8 +190,8 @@ def _directions(params, v):
 
 
 def _hvp(params, v, y, scale, x, z1, a1, a2):
-    """scale * (H v)[p] for every parameter p, H the Hessian of the loss: the R-forward pass, then
-    backward and R-backward side by side (R{delta} needs delta).
+    """(H v)[p] for every parameter p, H the Hessian of the loss summed over the batch times scale
+    (1/n: of the batch mean): the R-forward pass, then backward and R-backward side by side.
 
     Writes only into arrays it makes.
     """
@@ -219,7 +219,7 @@ def _hvp(params, v, y, scale, x, z1, a1, a2):
 
 
 def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
-    """scale * dL/dp and scale * (H v)[p] for every parameter p, from one forward and one R-forward pass.
+    """The gradient and H v, as _backward and _hvp give them, from one R-forward pass.
 
     Writes only into arrays it makes.
     """
@@ -254,8 +254,8 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
 
 
 def _gnvp(params, v, y, scale, x, z1, a1, a2):
-    """scale * (G v)[p] for every parameter p, G = J^T H_out J the Gauss-Newton matrix: the R-forward
-    pass (J v), the loss's Hessian at the output, then backward with everything else held fixed.
+    """(G v)[p] for every parameter p, G = J^T H_out J the Gauss-Newton matrix (of the summed loss times
+    scale): the R-forward pass (J v), H_out at the output, then backward with all else held fixed.
 
     Writes only into arrays it makes.
     """
