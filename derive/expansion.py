@@ -104,15 +104,25 @@ def _targets(net: Network, y: np.ndarray) -> np.ndarray:
     return np.asarray(y, dtype=float).reshape(len(y), -1)
 
 
-def example_loss(net: Network, P: dict, x: list, y: list) -> sp.Expr:
-    """The loss of one example as one scalar expression: x and y are lists of numbers or Symbols."""
+def example_output(net: Network, P: dict, x: list) -> tuple[list, list]:
+    """The output layer's pre-activations z and outputs a of one example, as scalar expressions."""
     a = list(x)
     for l in range(1, net.depth + 1):
         W, b = P[f"W{l}"], P[f"b{l}"]
         z = [sum((W[k, j] * a[j] for j in range(len(a))), sp.S.Zero) + b[k] for k in range(W.shape[0])]
         a = _activate(net, l, z)
+    return z, a
+
+
+def output_loss(net: Network, a: list, y: list) -> sp.Expr:
+    """The per-example loss of the outputs a (expressions or Symbols) and targets y."""
     element = LOSSES[net.loss].element
     return sp.Add(*[element.xreplace({YHAT: ak, Y: yk}) for ak, yk in zip(a, y)])
+
+
+def example_loss(net: Network, P: dict, x: list, y: list) -> sp.Expr:
+    """The loss of one example as one scalar expression: x and y are lists of numbers or Symbols."""
+    return output_loss(net, example_output(net, P, x)[1], y)
 
 
 def expanded_loss(net: Network, P: dict, x: np.ndarray, y: np.ndarray) -> sp.Expr:

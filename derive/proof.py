@@ -191,3 +191,103 @@ def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
                     worst[name] = max(worst[name], abs(float(evaluate(e, values, memo) - got[idx])))
             worst["loss"] = max(worst["loss"], abs(float(evaluate(L, values, memo) - env[naming.TOTAL] / len(x))))
     return list(worst.items())
+
+
+# --- curvature: the R-operator passes against sp.diff of the expansion, twice --------------------
+
+def small_instance(net, width: int = 2):
+    """The same layers, activations and loss with every width (and the input) cut to `width`: the
+    derivation does not depend on the widths, so the proof of the small one is of the statements
+    the full-size module prints."""
+    import dataclasses
+
+    from .spec import Dense
+    layers = tuple(Dense(min(layer.units, width), layer.activation, layer.formula, **layer.params)
+                   for layer in net.layers)
+    return dataclasses.replace(net, inputs=min(net.inputs, width), layers=layers)
+
+
+def _split_loss(net, split: str, s: list, y: list) -> sp.Expr:
+    """The per-example loss as a function of the split variable's symbols s (z: through the output
+    activation; a: the outputs themselves)."""
+    from .expansion import _activate, output_loss
+    return output_loss(net, _activate(net, net.depth, s) if split == "z" else s, y)
+
+
+def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, float]]:
+    """The printed curvature passes equal plain sp.diff of the scalar expansion, exactly.
+
+    H v: the loss expanded into scalars (one Symbol per weight) on a batch of 2, differentiated by
+    every weight, and each derivative differentiated again along a random rational v (by t at t = 0,
+    every weight w replaced by w + t v).
+    G v: J^T H_out J v with J = d(split variable)/d(weights) and H_out the Hessian of the loss in
+    the split variable (curvature.gauss_newton_split), both by sp.diff. The Program's R-forward,
+    R-backward and Gauss-Newton statements run on the same rationals to DIGITS digits.
+    Returns ("hvp W1", largest |difference|) ... and ("gnvp W1", ...) pairs.
+    """
+    from .curvature import gauss_newton_split
+    from .elementwise import at_kinks
+    from .expansion import _targets, evaluate, example_output, expanded_loss, param_symbols, sample_batch
+    prog = program(net)
+    net = prog.network
+    P = param_symbols(net)
+    flat = [s for M in P.values() for s in M]
+    rng = np.random.default_rng(seed)
+    x, y = sample_batch(net, rng, 2)
+    if prog.derivation.loss.target == "onehot":
+        y = y * rng.uniform(0.5, 1.5, size=(len(y), 1)) + rng.uniform(0, 0.3, size=y.shape)
+    L = expanded_loss(net, P, x, y)
+    grad = [at_kinks(sp.diff(L, s), s) for s in flat]
+    split = gauss_newton_split(prog)
+    rational = np.vectorize(lambda v: sp.Rational(float(v)), otypes=[object])
+    T = _targets(net, y)
+    examples = []
+    for row, target in zip(rational(x), rational(T)):
+        z, a = example_output(net, P, list(row))
+        out = z if split == "z" else a
+        s = sp.symbols(f"s0:{len(out)}", real=True)
+        ell = _split_loss(net, split, list(s), list(target))
+        H = [[at_kinks(sp.diff(ell, si, sj), sj) for sj in s] for si in s]
+        J = [[at_kinks(sp.diff(o, w), w) for w in flat] for o in out]
+        examples.append((s, out, H, J))
+    worst = {f"{kind} {name}": 0.0 for kind in ("hvp", "gnvp") for name in P}
+    with mpmath.workdps(DIGITS):
+        for _ in range(points):
+            # random rationals k/1000: exact for sp.diff, the same numbers to DIGITS digits for the statements
+            ks = {w: int(rng.integers(-900, 900)) for w in flat}
+            kv = [int(rng.integers(-900, 900)) for _ in flat]
+            values = {w: mpmath.mpf(k) / 1000 for w, k in ks.items()}
+            v = [mpmath.mpf(k) / 1000 for k in kv]
+            # (H v)_i = d/dt dL/dw_i (w + t v) at t = 0: sp.diff again, along v, at the point
+            t = sp.Dummy("t", real=True)
+            along = {w: sp.Rational(ks[w], 1000) + t * sp.Rational(k, 1000) for w, k in zip(flat, kv)}
+            memo = {}
+            hv = [evaluate(at_kinks(sp.diff(g.xreplace(along), t), t), {**values, t: mpmath.mpf(0)}, memo) for g in grad]
+            gv = [mpmath.mpf(0)] * len(flat)
+            for s, out, H, J in examples:
+                at = {**values}
+                outs = [evaluate(o, values, memo) for o in out]
+                at.update(dict(zip(s, outs)))
+                Jv = [mpmath.fsum(evaluate(Jk[i], values, memo) * v[i] for i in range(len(flat))) for Jk in J]
+                HJv = [mpmath.fsum(evaluate(H[k][m], at, {}) * Jv[m] for m in range(len(s))) for k in range(len(s))]
+                for i in range(len(flat)):
+                    gv[i] += mpmath.fsum(evaluate(J[k][i], values, memo) * HJv[k] for k in range(len(s))) / len(x)
+            env = {"x": _exact(x), "y": _exact(T), SCALE.name: mpmath.mpf(1) / len(x)}
+            i = 0
+            for name, M in P.items():
+                shape = net.param_shapes()[name]
+                env[name] = np.array([values[s] for s in M], dtype=object).reshape(shape)
+                env[naming.direction(name)] = np.array(v[i:i + len(M)], dtype=object).reshape(shape)
+                i += len(M)
+            run(prog, env, ("forward", "rforward"))
+            env_gn = run(prog, dict(env), ("gnbackward",))
+            run(prog, env, ("rbackward",))
+            got_h = {name: np.ravel(env[naming.rop(naming.grad(name))]) for name in P}
+            got_g = {name: np.ravel(env_gn[naming.rop(naming.grad(name))]) for name in P}
+            i = 0
+            for name, M in P.items():
+                for idx in range(len(M)):
+                    worst[f"hvp {name}"] = max(worst[f"hvp {name}"], abs(float(hv[i + idx] - got_h[name][idx])))
+                    worst[f"gnvp {name}"] = max(worst[f"gnvp {name}"], abs(float(gv[i + idx] - got_g[name][idx])))
+                i += len(M)
+    return list(worst.items())
