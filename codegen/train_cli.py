@@ -13,6 +13,7 @@ from derive.errors import SpecError
 from derive.files import check_distinct, check_output, write_file
 from derive.params import load_params, save_params
 from derive.plots import new_figure, plot_curves, plot_surface
+from derive.sharpness import EXAMPLES as SHARPNESS_EXAMPLES, ITERATIONS as SHARPNESS_ITERATIONS, stability_threshold
 from derive.surface import MAX_STEPS, SURFACE_DEFAULTS, _one_blas_thread, loss_surface, parse_element
 from derive.train import DEFAULTS, DTYPES, accuracy_kind, check_settings, check_split, train
 
@@ -55,6 +56,11 @@ def add_parsers(sub) -> None:
     t.add_argument("--dtype", default="float64", metavar="TYPE", help="float64 or float32 (float64)")
     t.add_argument("--metrics", metavar="FILE.json", help="write the per-epoch losses and accuracy as JSON")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss and accuracy curves (needs matplotlib)")
+    t.add_argument("--sharpness", action="store_true",
+                   help=f"after each epoch, also log the sharpness: the largest eigenvalue of the training "
+                        f"loss's Hessian on the first {SHARPNESS_EXAMPLES} training examples (Lanczos, "
+                        f"{SHARPNESS_ITERATIONS} Hessian-vector products, warm-started); "
+                        f"--metrics and --plot get it too, with 2/lr for sgd")
     t.add_argument("--save", metavar="FILE.npz", help="write the trained parameters")
     t.add_argument("--load", metavar="FILE.npz", help="start from these parameters instead of a fresh init")
     t.set_defaults(run=cmd_train)
@@ -144,9 +150,17 @@ def cmd_train(args) -> int:
     n_test = int(round(len(x) * settings["test_fraction"]))
     print(f"{net.name}: {net.describe()}; {len(x) - n_test} train / {n_test} test examples from {args.data}; "
           f"{settings['optimizer']} lr {settings['lr']:g}, batch size {settings['batch_size']}", flush=True)
+    if args.sharpness:
+        hyper = {**OPTIMIZERS[settings["optimizer"]].defaults, "lr": settings["lr"]}
+        threshold = stability_threshold(settings["optimizer"], hyper)
+        line = "" if threshold is None else f"; stability threshold {threshold[1]} = {threshold[0]:.4g}"
+        print(f"sharpness: the largest eigenvalue of the training loss's Hessian on the first "
+              f"{min(SHARPNESS_EXAMPLES, len(x) - n_test)} training examples (Lanczos, "
+              f"{SHARPNESS_ITERATIONS} Hessian-vector products){line}", flush=True)
     module, optimizers = fresh_modules(net)
     params, metrics = train(module, optimizers, x, y, **settings, progress=True, params=start, dtype=dtype,
-                            accuracy=accuracy_kind(net.loss, y), on_epoch=_print_epoch(settings["epochs"]))
+                            accuracy=accuracy_kind(net.loss, y), on_epoch=_print_epoch(settings["epochs"]),
+                            sharpness=args.sharpness)
     print(f"trained in {metrics['seconds']:.2f} s")
     if save_path is not None:
         save_params(params, save_path)
@@ -170,7 +184,8 @@ def _print_epoch(epochs: int):
             return "-" if value is None else format(value, spec)
         print(f"epoch {row['epoch']:>{width}}/{epochs}  train loss {fmt(row['train_loss'], '.4f')}  "
               f"test loss {fmt(row['test_loss'], '.4f')}  test accuracy {fmt(row['test_accuracy'], '.4f')}  "
-              f"{seconds:.2f} s", flush=True)
+              + (f"sharpness {fmt(row['sharpness'], '.4g')}  " if "sharpness" in row else "")
+              + f"{seconds:.2f} s", flush=True)
     return show
 
 

@@ -24,12 +24,15 @@ def new_figure(flag: str, **kwargs):
 
 
 def plot_curves(metrics: dict, path, title: str = "") -> None:
-    """Write a PNG of the train and test loss per epoch, beside the test accuracy (when there is one)."""
+    """Write a PNG of the train and test loss per epoch, beside the test accuracy (when there is one)
+    and the sharpness with its stability threshold (when training measured it: metrics["sharpness"])."""
     rows = metrics["epochs"]
     epochs = [r["epoch"] for r in rows]
     has_accuracy = any(r["test_accuracy"] is not None for r in rows)
-    figure = new_figure("--plot", figsize=(11, 4.2) if has_accuracy else (6, 4.2), layout="constrained")
-    axes = figure.subplots(1, 2 if has_accuracy else 1, squeeze=False)[0]
+    sharpness = metrics.get("sharpness")
+    panels = 1 + has_accuracy + (sharpness is not None)
+    figure = new_figure("--plot", figsize=(0.5 + 5.25 * panels, 4.2), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
     ax = axes[0]
     ax.plot(epochs, [r["train_loss"] for r in rows], "o-", ms=3, label="train")
     if any(r["test_loss"] is not None for r in rows):
@@ -46,11 +49,28 @@ def plot_curves(metrics: dict, path, title: str = "") -> None:
         ax.plot(epochs, acc, "o-", ms=3, color="C2")
         ax.set(xlabel="epoch", ylabel="test accuracy", title=f"test accuracy (last {acc[-1]:.3f})")
         ax.grid(True, alpha=0.3)
+    if sharpness is not None:
+        _plot_sharpness(axes[-1], [0] + epochs, [sharpness["initial"]] + [r["sharpness"] for r in rows], sharpness)
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title:
         figure.suptitle(title)
     write_file(Path(path), lambda f: figure.savefig(f, format="png", dpi=110))
+
+
+def _plot_sharpness(ax, epochs, values, about) -> None:
+    """The sharpness per epoch (epoch 0: the starting point), with the optimizer's stability threshold."""
+    shown = [np.nan if value is None else value for value in values]
+    ax.plot(epochs, shown, "o-", ms=3, color="C3", label="top Hessian eigenvalue")
+    if about.get("threshold") is not None:
+        ax.axhline(about["threshold"], color="k", ls="--", lw=1,
+                   label=f"{about['threshold_formula']} = {about['threshold']:.4g} (stability threshold)")
+    last = next((v for v in reversed(values) if v is not None), None)
+    ax.set(xlabel="epoch", ylabel="sharpness",
+           title=f"sharpness, {about['examples']} training examples"
+                 + ("" if last is None else f" (last {last:.4g})"))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
 
 
 def plot_surface(u, v, losses, labels, point, gradient, path, title: str = "") -> None:

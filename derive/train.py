@@ -11,6 +11,8 @@ import numpy as np
 from .data import DataError, split
 from .errors import SpecError
 from .params import fit_params
+from .sharpness import EXAMPLES, ITERATIONS, stability_threshold, top_eigenvalue
+from .surface import _one_blas_thread
 
 DEFAULTS = {"epochs": 20, "batch_size": 32, "optimizer": "adam", "seed": 0, "test_fraction": 0.2}
 BAR_WIDTH = 30
@@ -20,7 +22,8 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 
 def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, optimizer: str = "adam",
           lr: float | None = None, seed: int = 0, test_fraction: float = 0.2, progress=False,
-          params: dict | None = None, dtype=np.float64, accuracy: str | None = "auto", on_epoch=None):
+          params: dict | None = None, dtype=np.float64, accuracy: str | None = "auto", on_epoch=None,
+          sharpness: bool = False):
     """Train a generated module's network with shuffled mini-batches; return (params, metrics).
 
     NumPy only: `module` is a generated network module, `optimizers` a generated
@@ -39,11 +42,19 @@ def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, o
         accuracy: "argmax" (classes), "threshold" (one output at 0.5), None (regression:
             no accuracy), or "auto" to tell from y (see accuracy_kind).
         on_epoch: called as on_epoch(row, seconds) after each epoch.
+        sharpness: also measure the top eigenvalue of the training loss's Hessian after each
+            epoch (and at the start), with derive.sharpness.top_eigenvalue on module.hvp: Lanczos,
+            ITERATIONS products on the first min(N, EXAMPLES) training examples (the split is
+            shuffled, so a seeded sample), warm-started from the previous epoch's eigenvector.
 
     Returns:
         (params, {"epochs": [{"epoch", "train_loss", "test_loss", "test_accuracy"}, ...],
         "seconds": training time}). Losses are the batch mean over the whole training and
-        test set after each epoch; test values are None without a test set.
+        test set after each epoch; test values are None without a test set. With sharpness,
+        every row also has "sharpness" and "sharpness_residual" (||H v - value v||), and the
+        metrics a "sharpness" entry: {"method", "iterations", "examples", "initial" (at the
+        starting parameters), "threshold" and "threshold_formula" (2/lr for sgd, see
+        stability_threshold; else None)}.
 
     Raises:
         SpecError: a setting is out of range, params do not fit, or the training diverged.
@@ -72,9 +83,15 @@ def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, o
     batches = -(-n // batch_size)
     bar = _Bar(progress, epochs, batches)
     state, rows = {}, []
-    start = time.perf_counter()
     # Overflow in a diverging run is reported once, below, not as a RuntimeWarning per batch.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        if sharpness:   # at the start, before the clock: the curve's epoch 0
+            x_eval, y_eval = x_train[:EXAMPLES], y_train[:EXAMPLES]
+            eigen = _sharpness(module, params, x_eval, y_eval, None, seed)
+            threshold = stability_threshold(optimizer, {**step_defaults(step), "lr": lr}) or (None, None)
+            about = {"method": "lanczos", "iterations": ITERATIONS, "examples": len(x_eval),
+                     "initial": _finite(eigen.value), "threshold": threshold[0], "threshold_formula": threshold[1]}
+        start = time.perf_counter()
         for epoch in range(1, epochs + 1):
             began = time.perf_counter()
             order = rng.permutation(n)
@@ -89,10 +106,27 @@ def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, o
             if row["train_loss"] is None:
                 raise SpecError("train", f"epoch {epoch}", "the training loss is no longer finite: training diverged",
                                 f"use a smaller learning rate than {lr:g}")
+            if sharpness:
+                eigen = _sharpness(module, params, x_eval, y_eval, eigen.vector, seed)
+                row.update(sharpness=_finite(eigen.value), sharpness_residual=_finite(eigen.residual))
             rows.append(row)
             if on_epoch is not None:
                 on_epoch(row, time.perf_counter() - began)
-    return params, {"epochs": rows, "seconds": round(time.perf_counter() - start, 3)}
+    metrics = {"epochs": rows, "seconds": round(time.perf_counter() - start, 3)}
+    if sharpness:
+        metrics["sharpness"] = about
+    return params, metrics
+
+
+def _sharpness(module, params, x, y, start, seed):
+    """The top Hessian eigenvalue of the loss on (x, y) at params (see derive.sharpness).
+
+    On one BLAS thread: 20 products on a 1000-row batch are small matrix products, measured 20x
+    slower with two BLAS threads on two busy cores (100 ms per hvp instead of 5 ms).
+    """
+    with _one_blas_thread():
+        return top_eigenvalue(lambda v: module.hvp(params, x, y, v), params, iterations=ITERATIONS, start=start,
+                              seed=seed)
 
 
 def evaluate(module, params, x, y, kind: str | None, prefix: str = "") -> dict:
@@ -141,6 +175,12 @@ def optimizer_names(optimizers) -> list[str]:
 def default_lr(step) -> float:
     """A step function's default learning rate (adam_step(..., lr=0.001) -> 0.001)."""
     return float(inspect.signature(step).parameters["lr"].default)
+
+
+def step_defaults(step) -> dict:
+    """A step function's hyperparameters and their defaults (adam_step -> {"lr": 0.001, "beta1": 0.9, ...})."""
+    return {name: p.default for name, p in inspect.signature(step).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def check_settings(*, epochs, batch_size, optimizer, lr, seed, test_fraction, optimizers, flag=lambda name: name):
