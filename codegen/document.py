@@ -177,8 +177,11 @@ def context(net: Network | Program, expanded: bool = False, source: str | None =
 
 def github_math(math: str) -> str:
     r"""Math as GitHub renders it reliably: every \\ ends a source line (GitHub's math blocks lose a
-    \\ that does not), and no \: or \, (Markdown may un-escape backslash + punctuation)."""
+    \\ that does not), and no \: \, \{ \} (Markdown may un-escape backslash + punctuation: \{ and \}
+    become \lbrace, \rbrace)."""
     math = re.sub(r"\\\\(?!\n)[ ]*", "\\\\\\\\\n", math)
+    math = re.sub(r"(?<!\\)\\([{}])([A-Za-z]?)",
+                  lambda m: {"{": r"\lbrace", "}": r"\rbrace"}[m.group(1)] + (" " + m.group(2) if m.group(2) else ""), math)
     return math.replace("\\:", "\\ ").replace("\\,", "\\ ").replace("\\;", "\\ ")
 
 

@@ -230,17 +230,16 @@ def _hessian_in_logits_is_free_of_targets(expr, a: str, known: dict) -> bool:
     return naming.TARGETS not in {s.name for s in rd.free_symbols}
 
 
-def _split_at_logits(d, output_statements, known) -> bool:
+def _splits_at_logits(d, output_statements, known: dict) -> bool:
     return d.output.kind == "fused" and _hessian_in_logits_is_free_of_targets(
         output_statements[0].expr, naming.act(d.depth), known)
 
 
-def gauss_newton_split(prog) -> str:
-    """Where a Program's Gauss-Newton product splits the loss from the network: "z" (the output
-    layer's pre-activations, for a matching loss) or "a" (its output)."""
-    d = prog.derivation
-    output, _ = _output_split(prog.backward, d.depth)
-    return "z" if _split_at_logits(d, output, _known(prog.forward)) else "a"
+def gauss_newton_split(d, forward, backward) -> str:
+    """Where G = J^T H_out J splits the network: "z" (the output's pre-activations, for a matching
+    loss) or "a" (the output), as the Program's Gauss-Newton pass does it."""
+    output, _ = _output_split(backward, d.depth)
+    return "z" if _splits_at_logits(d, output, _known(forward)) else "a"
 
 
 def _gauss_newton(d, output_statements, rest, rf: dict, slopes: dict, known: dict) -> list:
@@ -248,7 +247,7 @@ def _gauss_newton(d, output_statements, rest, rf: dict, slopes: dict, known: dic
     L = d.depth
     a, delta = naming.act(L), naming.delta(L)
     shape = output_statements[0].shape
-    fused = _split_at_logits(d, output_statements, known)
+    fused = _splits_at_logits(d, output_statements, known)
     out = []
     if fused:
         p = _Pass(rf, known)

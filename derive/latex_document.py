@@ -9,9 +9,10 @@ from .errors import DerivationError
 from .losses import LOSSES
 from .naming import A, X, Y, YHAT, YSUM
 from .spec import Network
+from .latex_curvature import curvature_section
 from .latex_expanded import expanded_section
 from .latex_layout import Equation, _partial, _shape, _text
-from .latex_printer import N, Z, at_layer, latex, symbol
+from .latex_printer import N, ROP, Z, at_layer, latex, symbol
 from .pieces import Pieces, function_tex
 
 
@@ -71,6 +72,16 @@ def _names_table(p: Pieces) -> list[tuple[str, str, str, str]]:
          "dL/dW of layer l"),
         (each(lambda l: naming.grad(naming.bias(l))), r"\mathrm{d}b^{(l)}", r"\left(n_l,\right)", "dL/db of layer l"),
     ]
+    if p.program.rforward:
+        u = symbol("u")
+        rows += [
+            (each(lambda l: f'{naming.DIRECTIONS}["{naming.weight(l)}"]'), latex(symbol(naming.direction("W{l}"))),
+             r"\left(n_l, n_{l-1}\right)", "direction V, weights of layer l"),
+            (each(lambda l: f'{naming.DIRECTIONS}["{naming.bias(l)}"]'), latex(symbol(naming.direction("b{l}"))),
+             r"\left(n_l,\right)", "direction V, biases of layer l"),
+            (", ".join([naming.rop(n) for n in (naming.pre(1), naming.delta(1), naming.grad(naming.weight(1)))] + ["..."]),
+             r"%s\{%s\}" % (ROP, latex(u)), r"\text{as }" + latex(u), "derivative of u along V"),
+        ]
     return rows
 
 
@@ -303,7 +314,8 @@ def typeset(d: Derivation, expanded: bool = False) -> dict:
         names=_names_table(p), forward=_forward(p), forward_index=_forward_index(d),
         loss_eqs=_loss(p), activations=_activations(p), softmax=_softmax_section(p),
         index_backprop=_index_backprop(d), output=_output(p), recurrence=_recurrence(p),
-        gradients=_gradients(p), expanded=expanded_section(prog) if expanded else None,
+        gradients=_gradients(p), curvature=curvature_section(p),
+        expanded=expanded_section(prog) if expanded else None,
     )
     doc["params"] = doc["weights"] + doc["biases"]
     return doc

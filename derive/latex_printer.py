@@ -29,8 +29,24 @@ def symbol(name: str) -> sp.Symbol:
     return naming.array(name)
 
 
-def tex_name(name: str) -> str | None:
-    """LaTeX for a code name (None if it is not one): z1 -> z^{(1)}, W1_0_1 -> W^{(1)}_{1,2}."""
+# Curvature (derive.curvature): R{u} is Pearlmutter's directional derivative of u along the direction V,
+# whose entries V^{(l)}, v^{(l)} have the shapes of W^{(l)}, b^{(l)}; the Gauss-Newton pass's arrays carry R_G.
+ROP = r"\mathcal{R}"
+ROP_GN = r"\mathcal{R}_{G}"
+_DIRECTION = {"W": "V", "b": "v"}
+_DIRECTION_NAME = re.compile("^%s([Wb])(\\d+|\\{[^{}]*\\})$" % naming.direction(""))
+
+
+def tex_name(name: str, operator: str = ROP) -> str | None:
+    r"""LaTeX for a code name (None if it is not one): z1 -> z^{(1)}, W1_0_1 -> W^{(1)}_{1,2},
+    Rdelta1 -> \mathcal{R}\{\delta^{(1)}\} (`operator` for the R), vW1 -> V^{(1)}, vb1 -> v^{(1)}."""
+    inner = naming.rop_of(name)
+    if inner is not None:
+        tex = tex_name(inner)
+        return None if tex is None else r"%s\{%s\}" % (operator, tex)
+    m = _DIRECTION_NAME.match(name)
+    if m:
+        return "%s^{(%s)}" % (_DIRECTION[m.group(1)], m.group(2).strip("{}"))
     m = _NAME.match(name)
     if not m:
         return None

@@ -1,4 +1,6 @@
 """Names shared by the derivation, the LaTeX and the generated code: W1, b1, z1, a1, delta1, dW1 ..."""
+import re
+
 import sympy as sp
 
 # Generic scalar symbols the elementwise formulas are written in.
@@ -62,6 +64,18 @@ def rop(name: str) -> str:
 def direction(param: str) -> str:
     """The direction v's entry for a parameter (printed v["W1"] in generated code)."""
     return f"v{param}"
+
+
+def rop_of(name: str) -> str | None:
+    """The array whose R{} `name` is (rop's inverse: Rdelta1 -> delta1), or None."""
+    prefix = rop("")
+    return name[len(prefix):] if name.startswith(prefix) and len(name) > len(prefix) else None
+
+
+def direction_of(name: str) -> str | None:
+    """The parameter whose direction entry `name` is (direction's inverse: vW1 -> W1), or None."""
+    prefix, rest = direction(""), name[len(direction("")):]
+    return rest if name.startswith(prefix) and re.fullmatch(r"[Wb][1-9]\d*", rest) else None
 
 
 DIRECTIONS = "v"       # the direction argument of hvp / gnvp: a dict shaped like params

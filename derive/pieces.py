@@ -101,8 +101,12 @@ class Pieces:
 
     # arrays
     def matrix(self, name: str) -> sp.MatrixSymbol:
-        """The MatrixSymbol of a code array: x, y, z{l}, a{l}, delta{l}, g{l} (batch, n_l); W{l}, b{l} (column)."""
+        """The MatrixSymbol of a code array: x, y, z{l}, a{l}, delta{l}, g{l} (batch, n_l); W{l}, b{l} (column);
+        R{u} (Rz1, RdW1 ...) and the direction's entries (vW1, vb1) shaped like u and the parameter."""
         sizes = self.network.sizes
+        like = naming.rop_of(name) or naming.direction_of(name)
+        if like is not None:
+            return sp.MatrixSymbol(name, *self.matrix(like).shape)
         m = _NAME.match(name)
         if not m or m.group(3):
             raise NnderiveError(f"{name!r} is not an array of the generated code")

@@ -238,7 +238,7 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
         y = y * rng.uniform(0.5, 1.5, size=(len(y), 1)) + rng.uniform(0, 0.3, size=y.shape)
     L = expanded_loss(net, P, x, y)
     grad = [at_kinks(sp.diff(L, s), s) for s in flat]
-    split = gauss_newton_split(prog)
+    split = gauss_newton_split(prog.derivation, prog.forward, prog.backward)
     rational = np.vectorize(lambda v: sp.Rational(float(v)), otypes=[object])
     T = _targets(net, y)
     examples = []

@@ -1,4 +1,5 @@
 """The LaTeX / Markdown export: documents compile, match the committed files, and agree with the code."""
+import dataclasses
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from codegen.build import example_specs, module_outputs, write_outputs
 from codegen.document import document_outputs, render_document
 from derive import Dense, Network, derive, load_spec
 from derive.errors import NnderiveError
+from derive.program import program
 from derive.latex import (activation, check_partials, expanded_partials, latex, numeric, pieces, softmax_steps,
                           split_lines, symbol)
 from derive.verify import load_module
@@ -112,6 +114,7 @@ def test_documents_compile_to_pdf(example_docs, unseen_docs, tmp_path):
     texts = {stem: outputs[f"{load_spec(ROOT / 'examples' / (stem + '.toml')).name}.tex"]
              for stem, outputs in example_docs.items()}
     texts.update({f"unseen_{name}": text for name, text in unseen_docs.items()})
+    assert all(r"\section{Curvature: Hessian- and Gauss-Newton-vector products}" in t for t in texts.values())
     results = compile_all(texts, tmp_path)
     for name, (code, log, pdf) in results.items():
         assert code == 0 and pdf.exists() and pdf.stat().st_size > 10_000, f"{name} did not compile:\n{log}"
@@ -203,6 +206,90 @@ def test_markdown_renders_on_github(example_docs):
         for block in re.findall(r"^\$\$\n(.*?)^\$\$$", body, flags=re.S | re.M):
             assert not re.search(r"\\\\(?!\n)", block), "GitHub drops a \\\\ that does not end its line"
             assert "\\:" not in block
+        assert not re.search(r"(?<!\\)\\[{}]", body), "GitHub drops the braces of \\{ \\}: \\lbrace, \\rbrace"
+        assert r"\mathcal{R}\lbrace\delta^{(1)}\rbrace" in md
+
+
+# --- the curvature section ---------------------------------------------------------------------------
+
+def _rows_of(tex: str, start: str, end: str) -> str:
+    """The LaTeX between two headings of the document."""
+    return tex[tex.index(start):tex.index(end, tex.index(start))]
+
+
+def test_curvature_section_tanh_has_the_second_order_term(example_docs):
+    tex = example_docs["tanh_regression"]["tanh_regression.tex"]
+    forward = _rows_of(tex, r"\subsection*{Forward along", r"\subsection*{Backward along")
+    assert r"\mathcal{R}\{z^{(1)}\} &= x {V^{(1)}}^{\top} + \mathbf{1}_{n} {v^{(1)}}^{\top}" in forward
+    assert r"\mathcal{R}\{a^{(1)}\} &= \mathcal{R}\{z^{(1)}\} \left(1 - \left(a^{(1)}\right)^{2}\right)" in forward
+    assert r"\mathcal{R}\{a^{(3)}\} &= \mathcal{R}\{z^{(3)}\}" in forward          # identity: R is linear
+    backward = _rows_of(tex, r"\subsection*{Backward along", r"\subsection*{Gauss-Newton")
+    assert r"\mathcal{R}\{\delta^{(3)}\} &= \frac{\mathcal{R}\{z^{(3)}\}}{n}" in backward
+    for l in (1, 2):
+        # R{g f'} = R{g} f' + g R{f'}: the second term from sp.diff of tanh' = 1 - a^2, in g = delta W
+        assert (r"\mathcal{R}\{g^{(%d)}\} &= \mathcal{R}\{\delta^{(%d)}\} W^{(%d)} + \delta^{(%d)} V^{(%d)}"
+                % (l, l + 1, l + 1, l + 1, l + 1)) in backward
+        assert (r"\mathcal{R}\{\delta^{(%d)}\} &= \mathcal{R}\{g^{(%d)}\} \left(1 - \left(a^{(%d)}\right)^{2}\right) \\"
+                "\n" r"   &\quad - 2 \mathcal{R}\{a^{(%d)}\} a^{(%d)} g^{(%d)} &&\text{second-order term}"
+                % (l, l, l, l, l, l)) in backward
+    assert r"\mathcal{R}\{\mathrm{d}W^{(2)}\} &= {\mathcal{R}\{\delta^{(2)}\}}^{\top} a^{(1)} + {\delta^{(2)}}^{\top} \mathcal{R}\{a^{(1)}\}" in backward
+    assert r"\mathcal{R}\{\mathrm{d}b^{(1)}\} &= {\mathcal{R}\{\delta^{(1)}\}}^{\top} \mathbf{1}_{n}" in backward
+    assert "Here layers 2 and 1 have one" in backward
+    gn = _rows_of(tex, r"\subsection*{Gauss-Newton", r"\end{document}")
+    assert "splits the\nnetwork at the output $a^{(3)}$" in gn          # mse on identity: not a fused delta
+    assert r"\mathcal{R}_{G}\{\delta^{(3)}\} &= \frac{\mathcal{R}\{z^{(3)}\}}{n}" in gn
+    assert r"\mathcal{R}_{G}\{\delta^{(1)}\} &= \mathcal{R}_{G}\{g^{(1)}\} \left(1 - \left(a^{(1)}\right)^{2}\right)" in gn
+    assert r"\mathcal{R}_{G}\{g^{(1)}\} &= \mathcal{R}_{G}\{\delta^{(2)}\} W^{(2)}" in gn   # no V: J^T, all else fixed
+    assert "second-order" not in gn and "V^{(" not in gn.split(r"\begin{align*}", 1)[1]
+
+
+def test_curvature_section_relu_softmax_has_no_second_order_term(example_docs):
+    tex = example_docs["relu2_softmax"]["relu2_softmax.tex"]
+    forward = _rows_of(tex, r"\subsection*{Forward along", r"\subsection*{Backward along")
+    # softmax: the directional derivative of the log-softmax, derived, then R{a} = a R{log a}
+    assert (r"\mathcal{R}\{\log a^{(3)}\} &= \mathcal{R}\{z^{(3)}\} - \left(\mathcal{R}\{z^{(3)}\} \odot a^{(3)}\right) "
+            r"\mathbf{1}_{2} \mathbf{1}_{2}^{\top}") in forward
+    assert r"\mathcal{R}\{a^{(3)}\} &= \mathcal{R}\{\log a^{(3)}\} a^{(3)}" in forward
+    backward = _rows_of(tex, r"\subsection*{Backward along", r"\subsection*{Gauss-Newton")
+    assert r"\mathcal{R}\{\delta^{(1)}\} &= \mathcal{R}\{g^{(1)}\} \left[z^{(1)} > 0\right]" in backward
+    assert "second-order term}" not in backward and "No hidden layer here has one" in backward
+    gn = _rows_of(tex, r"\subsection*{Gauss-Newton", r"\end{document}")
+    assert "splits the network at the pre-activations $z^{(3)}$" in gn     # softmax + cce: a matching loss
+    # H_out J v is the softmax's directional derivative of R{z} (times the targets' sum), no K x K matrix
+    assert r"\mathcal{R}_{G}\{\delta^{(3)}\} &= \frac{\mathcal{R}\{a^{(3)}\} \left(\textstyle\sum_{k} y_{k}\right)}{n}" in gn
+    md = example_docs["relu2_softmax"]["relu2_softmax.md"]
+    assert "## Curvature: Hessian- and Gauss-Newton-vector products" in md
+    assert r"\mathcal{R}_{G}\lbrace\delta^{(3)}\rbrace &= \frac{\mathcal{R}\lbrace a^{(3)}\rbrace" in md
+
+
+def test_curvature_section_is_printed_from_the_program():
+    """Plant a change in one statement of each curvature pass: the typeset section follows it."""
+    prog = program(load_spec(ROOT / "examples" / "tanh_regression.toml"))
+    a1, Ra1, delta1 = symbol("a1"), symbol("Ra1"), symbol("delta1")
+
+    def planted(pass_name, name, op, expr):
+        statements = getattr(prog, pass_name)
+        k = next(i for i, s in enumerate(statements) if s.name == name and s.op == op)
+        changed = statements[:k] + (dataclasses.replace(statements[k], expr=expr),) + statements[k + 1:]
+        return render_document(dataclasses.replace(prog, **{pass_name: changed}))
+
+    original = render_document(prog)
+    second = r"&\quad - 2 \mathcal{R}\{a^{(1)}\} a^{(1)} g^{(1)} &&\text{second-order term}"
+    assert second in original
+    tex = planted("rbackward", "Rdelta1", "+=", -3 * Ra1 * a1 * delta1)
+    assert second not in tex and r"&\quad - 3 \mathcal{R}\{a^{(1)}\} a^{(1)} g^{(1)} &&\text{second-order term}" in tex
+    tex = planted("rforward", "Ra1", "=", symbol("Rz1") * (1 - a1 ** 3))
+    assert r"\mathcal{R}\{a^{(1)}\} &= \mathcal{R}\{z^{(1)}\} \left(1 - \left(a^{(1)}\right)^{3}\right)" in tex
+    tex = planted("gnbackward", "Rdelta1", "*=", 1 - a1 ** 4)
+    assert r"\mathcal{R}_{G}\{\delta^{(1)}\} &= \mathcal{R}_{G}\{g^{(1)}\} \left(1 - \left(a^{(1)}\right)^{4}\right)" in tex
+    assert tex.replace("right)^{4}", "right)^{2}") == original       # nothing else moved
+
+
+def test_curvature_names_print_in_the_document_notation():
+    assert latex(symbol("Rdelta1")) == r"\mathcal{R}\{\delta^{(1)}\}"
+    assert latex(symbol("RdW2")) == r"\mathcal{R}\{\mathrm{d}W^{(2)}\}"
+    assert latex(symbol("vW2")) == "V^{(2)}" and latex(symbol("vb1")) == "v^{(1)}"
+    assert latex(-2 * symbol("Ra1") * symbol("a1")) == r"- 2 \mathcal{R}\{a^{(1)}\} a^{(1)}"
 
 
 # --- the typeset objects agree with the generated module ------------------------------------------
