@@ -65,6 +65,14 @@ def cmd_verify(args) -> int:
     from .build import module_outputs, write_outputs
     (net,) = _load([args.spec])
     progress = terminal_progress()
+
+    def checked(module):
+        reports = [check_module(net, module, progress=progress)]
+        if args.curvature:
+            from derive.verify_curvature import check_curvature
+            reports.append(check_curvature(net, module, progress=progress))
+        return reports
+
     if args.module:
         module = load_module(args.module)
         shapes = {k: tuple(v) for k, v in module.PARAM_SHAPES.items()}
@@ -72,19 +80,24 @@ def cmd_verify(args) -> int:
             from derive.errors import SpecError
             raise SpecError(args.module, "PARAM_SHAPES", f"{shapes} does not match {args.spec}'s {net.param_shapes()}",
                             "verify the module against the spec it was generated from")
-        report = check_module(net, module, progress=progress)
+        if args.curvature:
+            missing = [f for f in ("hvp", "gnvp", "loss_grad_hvp", "hessian") if not callable(getattr(module, f, None))]
+            if missing:
+                from derive.errors import SpecError
+                raise SpecError(args.module, missing[0], "missing from the module (no curvature functions)",
+                                "regenerate it with nnderive generate, or verify without --curvature")
+        reports = checked(module)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             write_outputs(module_outputs(net), Path(tmp))
-            report = check_module(net, load_module(Path(tmp) / f"{net.name}.py"), progress=progress)
+            reports = checked(load_module(Path(tmp) / f"{net.name}.py"))
     if progress is not None:
         progress.done()
-    print(report.table())
-    if not report.ok:
-        for line in report.failures():
-            print(f"mismatch in {line}", file=sys.stderr)
-        return 1
-    return 0
+    print("\n\n".join(r.table() for r in reports))
+    failures = [line for r in reports for line in r.failures()]
+    for line in failures:
+        print(f"mismatch in {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def cmd_check(args) -> int:
@@ -128,6 +141,9 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="three-way gradient check: symbolic, finite differences, generated")
     v.add_argument("spec", metavar="SPEC")
     v.add_argument("--module", metavar="FILE", help="the module to check (default: a fresh generation)")
+    v.add_argument("--curvature", action="store_true",
+                   help="also check hvp, gnvp, loss_grad_hvp and hessian: proof on a small instance (sp.diff twice), "
+                        "finite differences of the gradient, symmetry, float32")
     v.set_defaults(run=cmd_verify)
 
     c = sub.add_parser("check", help="generated/ is exactly what examples/ produce")
