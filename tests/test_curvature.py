@@ -3,6 +3,7 @@ import math
 import types
 import warnings
 
+import mpmath
 import numpy as np
 import pytest
 import sympy as sp
@@ -13,16 +14,23 @@ from codegen.render import generate_module
 from derive.activations import ACTIVATIONS, softmax_instance
 from derive.errors import SpecError
 from derive.losses import LOSSES
-from derive.naming import X
+from derive.naming import X, Y, YHAT
 from derive.spec import Dense, Network, content_hash
 from derive.verify import sample_params
 
 try:
     import torch
-    from torch.func import hessian, jacrev
+    from torch.func import jacrev
 except ImportError:          # the closed forms and the API properties need no torch
     torch = None
 needs_torch = pytest.mark.skipif(torch is None, reason="torch.func is the independent reference")
+
+
+def hessian(f):
+    """torch.func's Hessian by reverse over reverse (its default, forward over reverse, first spends seconds
+    scripting forward-mode decompositions)."""
+    return jacrev(jacrev(f))
+
 
 TOL = 1e-10         # max abs error / max abs of the reference (or FLOOR)
 # The points make O(1) curvatures. Where the true one is 0 (mae on a softmax with every target below its
@@ -58,6 +66,26 @@ TORCH_LOSSES = {
     "cce": lambda a, y: -(y * torch.log(a)).sum(),
     "sparse_cce": lambda a, y: -(y * torch.log(a)).sum(),      # y one-hot by then
 }
+# The same losses in log a and log(1 - a), which the reference takes from the logits: 1 - a formed from
+# a = 0.9999999 would cost the reference itself 7 digits (the generated sigmoid + bce keeps them all).
+LOG_LOSSES = {
+    "bce": lambda log_a, log_1ma, y: -(y * log_a + (1 - y) * log_1ma).sum(),
+    "cce": lambda log_a, log_1ma, y: -(y * log_a).sum(),
+    "sparse_cce": lambda log_a, log_1ma, y: -(y * log_a).sum(),
+}
+
+
+def _log_probabilities(out: str, z):
+    """log a and log(1 - a) of a sigmoid or softmax output, from its logits z (batch, K)."""
+    if out == "sigmoid":                       # log(1/(1 + exp(-z))), log(1 - that)
+        return -torch.logaddexp(torch.zeros_like(z), -z), -torch.logaddexp(torch.zeros_like(z), z)
+    assert out == "softmax", out
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    k = z.shape[-1]
+    others = z.unsqueeze(-2) + torch.log(1 - torch.eye(k, dtype=z.dtype))    # row j: z without z_j
+    return z - lse, torch.logsumexp(others, dim=-1) - lse                  # 1 - a_j = sum of the others
+
+
 # Output/loss pairs whose Hessian in the logits z is free of the targets: Gauss-Newton splits at z there,
 # at the output a everywhere else (for piecewise linear outputs with mse the two agree: f'' = 0).
 MATCHING = {("sigmoid", "bce"), ("softmax", "cce"), ("softmax", "sparse_cce"), ("identity", "mse")}
@@ -86,6 +114,7 @@ def torch_curvature(net: Network, params: dict, x, y) -> tuple[float, np.ndarray
     sizes = [math.prod(s) for s in shapes.values()]
     theta = torch.cat([torch.tensor(np.asarray(params[k], dtype=np.float64)).reshape(-1) for k in shapes])
     acts = [torch_activation(layer) for layer in net.layers]
+    acts_names = ["mish" if layer.formula is not None else layer.activation for layer in net.layers]
     xt = torch.tensor(np.asarray(x, dtype=np.float64))
     if net.loss == "sparse_cce":
         yt = torch.nn.functional.one_hot(torch.tensor(np.asarray(y)), net.sizes[-1]).to(torch.float64)
@@ -105,12 +134,13 @@ def torch_curvature(net: Network, params: dict, x, y) -> tuple[float, np.ndarray
         return TORCH_LOSSES[net.loss](a, yt) / n
 
     def loss_of_z(z):
+        if net.loss in LOG_LOSSES:          # sigmoid or softmax outputs (the spec allows no others)
+            log_a, log_1ma = _log_probabilities(acts_names[-1], z)
+            return LOG_LOSSES[net.loss](log_a, log_1ma, yt) / n
         return loss_of_a(acts[-1](z))
 
     H = hessian(lambda t: loss_of_z(logits(t)))(theta)
-    last = net.layers[-1]
-    out = "mish" if last.formula is not None else last.activation
-    if (out, net.loss) in MATCHING:
+    if (acts_names[-1], net.loss) in MATCHING:
         split, outer = logits, loss_of_z
     else:
         split, outer = (lambda t: acts[-1](logits(t))), loss_of_a
@@ -130,6 +160,12 @@ def relative_error(got, ref) -> float:
 def flat(module, d: dict) -> np.ndarray:
     assert list(d) == list(module.PARAM_SHAPES), list(d)
     return np.concatenate([np.asarray(d[k]).ravel() for k in module.PARAM_SHAPES])
+
+
+def unflat(module, vector) -> dict:
+    sizes = [math.prod(s) for s in module.PARAM_SHAPES.values()]
+    parts = np.split(np.asarray(vector), np.cumsum(sizes)[:-1])
+    return {k: c.reshape(s) for (k, s), c in zip(module.PARAM_SHAPES.items(), parts)}
 
 
 def curvature_errors(net, module, params, x, y, v) -> dict[str, float]:
@@ -264,6 +300,7 @@ def test_torch_softmax_is_the_registry_formula():
 @needs_torch
 @pytest.mark.parametrize("hidden, out, loss", COVERAGE, ids=IDS)
 def test_every_activation_and_pair_matches_torch(hidden, out, loss):
+    """Every activation as a hidden layer, every accepted output/loss pair, at batch 4 and batch 1."""
     net = coverage_net(hidden, out, loss)
     module = module_for(net)
     rng = np.random.default_rng(7)
@@ -290,6 +327,7 @@ def architectures(draw):
 @settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(net=architectures(), batch=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_random_architectures_match_torch(net, batch, seed):
+    """hvp, gnvp and hessian of random networks (batch 1 included) within TOL of torch.func's."""
     module = module_for(net)
     params, x, y, v = point(net, np.random.default_rng(seed), batch)
     assert_matches_torch(net, module, params, x, y, v)
@@ -321,6 +359,55 @@ def test_hidden_second_derivative_is_zero_away_from_kinks(name):
         assert gap <= TOL, (name, gap)
     else:
         assert gap > 1e-3, (name, gap)
+
+
+def exact_hessian(net: Network, params: dict, x, y, digits: int = 40) -> np.ndarray:
+    """The Hessian of a one-layer network's batch-mean loss at `digits` digits, from the registry's own
+    formulas (ACTIVATIONS, LOSSES): the reference where float64 itself is in doubt.
+
+    z = W x + b is linear in the parameters, so H = (1/N) sum_n J_n^T H_z J_n with J_n = [I (x) x_n^T, I]
+    (W in C order, then b) and H_z the per-example loss's Hessian in the logits, by sp.diff.
+    """
+    (only,) = net.layers
+    k = only.units
+    zs, ys = sp.symbols(f"z0:{k}"), sp.symbols(f"y0:{k}")
+    if only.activation == "softmax":
+        a = softmax_instance(list(zs))
+    else:
+        a = [net.activation_formula(1).subs(X, t) for t in zs]
+    per_example = sum(LOSSES[net.loss].element.subs({YHAT: ak, Y: yk}) for ak, yk in zip(a, ys))
+    hessian_in_z = sp.lambdify(zs + ys, [[sp.diff(per_example, p, q) for q in zs] for p in zs], "mpmath")
+    targets = np.eye(k)[y] if net.loss == "sparse_cce" else np.asarray(y, dtype=float)
+    with mpmath.workdps(digits):
+        W, b = mpmath.matrix(params["W1"].tolist()), mpmath.matrix(params["b1"].tolist())
+        H = mpmath.zeros(k * net.inputs + k)
+        for xn, yn in zip(x, targets):
+            z = W * mpmath.matrix(xn.tolist()) + b                  # every float64 input exactly, then exact sums
+            J = mpmath.matrix(np.hstack([np.kron(np.eye(k), xn[None, :]), np.eye(k)]).tolist())
+            H += J.T * mpmath.matrix(hessian_in_z(*z, *map(mpmath.mpf, yn))) * J
+        return np.array((H / len(x)).tolist(), dtype=float)
+
+
+SOFTMAX_BCE_BUG = pytest.mark.xfail(strict=True, reason=(
+    "bug: softmax + bce forms 1 - a from a: at a = 1 - 1.3e-5 hessian is off by 8.9e-8 and hvp by 2.5e-7 "
+    "(relative to a 40-digit Hessian), growing like eps/(1 - a)**2; at a = 0.99997 H is asymmetric by 1.6e-12"))
+SATURATED = [("sigmoid", "bce"), ("softmax", "cce"), ("softmax", "sparse_cce"),
+             pytest.param("softmax", "bce", marks=SOFTMAX_BCE_BUG)]
+
+
+@pytest.mark.parametrize("out, loss", SATURATED)
+def test_saturated_outputs_keep_their_digits(out, loss):
+    """A logit gap of 12 (a = 1 - 1.3e-5, routine for a trained classifier): hessian and hvp within TOL
+    of a 40-digit SymPy Hessian."""
+    net = network(1, [Dense(2, out)], loss)
+    module = module_for(net)
+    params = {"W1": np.array([[0.5], [-0.25]]), "b1": np.array([0.0, 12.0])}
+    x = np.array([[1.0], [-0.5]])
+    y = np.array([1, 0]) if loss == "sparse_cce" else np.array([[0.3, 0.6], [0.8, 0.1]])
+    H = exact_hessian(net, params, x, y)
+    v = {"W1": np.array([[0.7], [-1.1]]), "b1": np.array([0.4, 0.9])}
+    assert relative_error(module.hessian(params, x, y), H) <= TOL
+    assert relative_error(flat(module, module.hvp(params, x, y, v)), H @ flat(module, v)) <= TOL
 
 
 # --- 2. closed forms ---------------------------------------------------------------------------------------
@@ -419,7 +506,9 @@ def test_loss_grad_hvp_is_loss_and_grad_then_hvp(hidden, out, loss):
     assert relative_error(flat(module, hv), flat(module, module.hvp(params, x, y, v))) <= 1e-14
 
 
-@pytest.mark.parametrize("hidden, out, loss", COVERAGE, ids=IDS)
+@pytest.mark.parametrize("hidden, out, loss", [
+    pytest.param(*case, id=name, marks=SOFTMAX_BCE_BUG if case[1:] == ("softmax", "bce") else ())
+    for case, name in zip(COVERAGE, IDS)])
 def test_hessian_is_symmetric_and_is_hvp_column_by_column(hidden, out, loss):
     net = coverage_net(hidden, out, loss)
     module = module_for(net)
@@ -427,10 +516,8 @@ def test_hessian_is_symmetric_and_is_hvp_column_by_column(hidden, out, loss):
     H = module.hessian(params, x, y)
     P = sum(math.prod(s) for s in module.PARAM_SHAPES.values())
     assert H.shape == (P, P)
-    # TOL, not 1e-15: softmax + bce near saturation (a = 0.99997) reads 1/(1 - a)**2 ~ 1e9, and the
-    # rounding of 1 - a leaves ~1e-12 of asymmetry (torch.func's Hessian has 2e-12 there)
-    assert relative_error(H, H.T) <= TOL
-    assert relative_error(H @ flat(module, v), flat(module, module.hvp(params, x, y, v))) <= TOL
+    assert relative_error(H, H.T) <= 1e-13
+    assert relative_error(H @ flat(module, v), flat(module, module.hvp(params, x, y, v))) <= 1e-13
 
 
 @settings(max_examples=10, deadline=None, derandomize=True, database=None)
@@ -447,14 +534,8 @@ def test_gauss_newton_is_positive_semidefinite(net, batch, seed):
         gv = flat(module, module.gnvp(params, x, y, v))
         vf = flat(module, v)
         assert vf @ gv >= -1e-13 * np.linalg.norm(vf) * np.linalg.norm(gv), (net.describe(), vf @ gv)
-    columns = []
-    for j in range(sum(math.prod(s) for s in shapes.values())):
-        e = np.zeros(sum(math.prod(s) for s in shapes.values()))
-        e[j] = 1
-        split = np.split(e, np.cumsum([math.prod(s) for s in shapes.values()])[:-1])
-        columns.append(flat(module, module.gnvp(params, x, y, {k: c.reshape(s) for (k, s), c in
-                                                                zip(shapes.items(), split)})))
-    G = np.column_stack(columns)
+    eye = np.eye(sum(math.prod(s) for s in shapes.values()))
+    G = np.column_stack([flat(module, module.gnvp(params, x, y, unflat(module, e))) for e in eye])
     assert relative_error(G, G.T) <= 1e-13
     eig = np.linalg.eigvalsh((G + G.T) / 2)
     assert eig.min() >= -1e-13 * max(abs(eig).max(), FLOOR), (net.describe(), eig.min())
