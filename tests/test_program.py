@@ -165,3 +165,13 @@ def test_a_run_time_registered_activation_needs_nothing_else(softsign, tmp_path)
         run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_curvature_passes_do_not_depend_on_the_widths():
+    """The R-operator passes are derived from the width-free statements: the same for 2 units or 300."""
+    from derive.spec import Dense, Network
+    small = program(Network("n", 2, [Dense(2, "tanh"), Dense(2, "sigmoid"), Dense(2, "softmax")], loss="cce"))
+    wide = program(Network("n", 300, [Dense(128, "tanh"), Dense(64, "sigmoid"), Dense(10, "softmax")], loss="cce"))
+    for name in ("rforward", "rbackward", "gnbackward"):
+        assert [str(s) for s in getattr(small, name)] == [str(s) for s in getattr(wide, name)]
+        assert getattr(small, name)
