@@ -78,11 +78,13 @@ def test_a_mask_factor_stays_a_comparison_in_place():
 
 XP_GOLDEN = [
     (sp.tanh(z), "xp.tanh(z1)"),
-    (sp.Max(z, 0), "xp.maximum(z1, 0)"),
+    (sp.Max(z, 0), "xp.clip(z1, min=0)"),
+    (sp.Min(z, a, 1), "xp.clip(xp.minimum(a1, z1), max=1)"),
+    (sp.Max(z, a), "xp.maximum(a1, z1)"),
     (g * sp.Heaviside(z, 0), "g*xp.astype(z1 > 0, z1.dtype)"),             # no bool * float in the standard
     (-sp.Heaviside(z, 0) * sp.sign(y - a), "-xp.sign(-a1 + y)*xp.astype(z1 > 0, z1.dtype)"),
-    (sp.Heaviside(z, 0), "xp.sign(xp.maximum(z1, 0))"),                    # on its own: z1's dtype, NaN for NaN
-    (sp.Heaviside(z, 1), "xp.where(z1 == 0, 1, xp.sign(xp.maximum(z1, 0)))"),
+    (sp.Heaviside(z, 0), "xp.sign(xp.clip(z1, min=0))"),                   # on its own: z1's dtype, NaN for NaN
+    (sp.Heaviside(z, 1), "xp.where(z1 == 0, 1, xp.sign(xp.clip(z1, min=0)))"),
     (Dot(x, T(sp.Symbol("W1", real=True))), "x @ W1.T"),
     (Dot(T(delta), x), "delta1.T @ x"),
     (a * Dot(delta, x), "a1*(delta1 @ x)"),                                 # @ binds like *: bracketed in a product
