@@ -203,6 +203,7 @@ def test_init_params_are_the_numpy_modules_on_any_namespace(modules, ns_name):
     import array_api_compat
     own = array_api_compat.array_namespace(xp.asarray(0.0)).float32          # a dtype of the namespace itself
     assert mx.init_params(0, dtype=own, xp=xp)["W1"].dtype == own
+    assert mx.init_params(0, dtype=np.float32, xp=xp.__name__)["W1"].dtype == own   # a NumPy dtype, a module name
 
 
 def test_init_params_refuses_jax_float64_without_x64(modules):
@@ -353,7 +354,7 @@ def test_the_xp_module_imports_array_api_compat_and_numpy_only_for_init_params(m
     assert top == {"math", "array_api_compat"}
     inner = {(f.name, a.name) for f in tree.body if isinstance(f, ast.FunctionDef)
              for node in ast.walk(f) if isinstance(node, ast.Import) for a in node.names}
-    assert inner == {("init_params", "numpy")}
+    assert inner == {("init_params", "importlib"), ("init_params", "numpy")}
     assert "np." not in "".join(ast.get_source_segment(open(mx.__file__).read(), f)
                                 for f in tree.body if isinstance(f, ast.FunctionDef) and f.name != "init_params")
 
