@@ -11,13 +11,21 @@ from derive.spec import Network, load_spec
 from .document import document_outputs
 from .optimizers import render_optimizers
 from .output import _regular_problem, is_generated, write_outputs  # noqa: F401  (build's writer)
-from .render import render_module, source_label
+from .render import module_file, render_module, source_label
 
 
 def module_outputs(net: Network | Program) -> dict[str, str]:
     """File name -> text of the generated NumPy module."""
     prog = program(net)
     return {f"{prog.network.name}.py": render_module(prog, source_label(prog.network))}
+
+
+def array_api_outputs(net: Network | Program) -> dict[str, str]:
+    """The NumPy module and, beside it, the module for any array API namespace (`<name>_xp.py`),
+    from one derivation."""
+    prog = program(net)
+    return {**module_outputs(prog),
+            module_file(prog.network.name, "array_api"): render_module(prog, source_label(prog.network), "array_api")}
 
 
 def build_outputs(net: Network | Program) -> dict[str, str]:
@@ -72,6 +80,8 @@ def collect_outputs(nets, render) -> dict[str, str]:
 def _names_of(net: Network, render) -> list[str]:
     if render is module_outputs:
         return [f"{net.name}.py"]
+    if render is array_api_outputs:
+        return [f"{net.name}.py", module_file(net.name, "array_api")]
     return [f"{net.name}.py", f"{net.name}.tex", f"{net.name}.md"]
 
 

@@ -19,9 +19,10 @@ def _load(paths):
 
 
 def cmd_generate(args) -> int:
-    from .build import collect_outputs, module_outputs, write_outputs
+    from .build import array_api_outputs, collect_outputs, module_outputs, write_outputs
     nets = _load(args.spec)
-    outputs = collect_outputs(nets, module_outputs)     # refuses two specs of one name, before writing
+    render = array_api_outputs if args.array_api else module_outputs
+    outputs = collect_outputs(nets, render)     # refuses two specs that would write one file, before writing
     for path in write_outputs(outputs, Path(args.output), force=args.force):
         print(f"wrote {path}")
     return 0
@@ -135,6 +136,9 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write the NumPy module of each spec")
     g.add_argument("spec", nargs="+", metavar="SPEC")
     g.add_argument("-o", "--output", default="generated", metavar="DIR")
+    g.add_argument("--array-api", action="store_true",
+                   help="also write <name>_xp.py: the same API for arrays of any array API namespace "
+                        "(PyTorch, JAX, CuPy, NumPy ...); it imports array_api_compat")
     g.add_argument("--force", action="store_true", help="overwrite files nnderive did not write")
     g.set_defaults(run=cmd_generate)
 

@@ -132,6 +132,10 @@ class NumPyPrinter(_SymPyNumPyPrinter):
     'np.tanh(z1)'
     """
 
+    ns = "np"               # the name the module imports its array namespace under
+    helper_source = HELPERS  # helper name -> the text of its definition
+    helper_args = ""         # what a helper call passes before its argument
+
     def __init__(self, settings=None, params=(), directions=None):
         super().__init__(settings or {})
         self.helpers: set[str] = set()
@@ -182,8 +186,7 @@ class NumPyPrinter(_SymPyNumPyPrinter):
         return f"{self._operand(expr.args[0])}.sum(axis=1, keepdims=True)"
 
     def _print_LogSoftmax(self, expr):
-        self._use("_log_softmax")
-        return f"_log_softmax({self._print(expr.args[0])})"
+        return self._helper("_log_softmax", expr.args[0])
 
     def _print_Total(self, expr):
         # A sum of products u * v (or of squares u**2) is one BLAS dot, np.vdot(u, v), in place of a
@@ -198,8 +201,8 @@ class NumPyPrinter(_SymPyNumPyPrinter):
     def _print_Like(self, expr):
         value, ref = expr.args
         if value == 0:
-            return f"np.zeros_like({self._print(ref)})"
-        return f"np.full_like({self._print(ref)}, {self._print(value)})"
+            return f"{self.ns}.zeros_like({self._print(ref)})"
+        return f"{self.ns}.full_like({self._print(ref)}, {self._print(value)})"
 
     def _print_Mul(self, expr):
         # A mask multiplying an array is a comparison (a boolean array keeps the other factor's
@@ -233,9 +236,9 @@ class NumPyPrinter(_SymPyNumPyPrinter):
         base, exp = expr.base, expr.exp
         b = self.parenthesize(base, precedence(expr))
         if exp == sp.S.Half:
-            return f"np.sqrt({self._print(base)})"
+            return f"{self.ns}.sqrt({self._print(base)})"
         if exp == -sp.S.Half:
-            return f"1/np.sqrt({self._print(base)})"
+            return f"1/{self.ns}.sqrt({self._print(base)})"
         if exp == -1:
             return f"1/{b}"
         if exp.is_Integer and exp < 0:
@@ -245,10 +248,10 @@ class NumPyPrinter(_SymPyNumPyPrinter):
         return f"{b}**{self.parenthesize(exp, precedence(expr))}"
 
     def _print_Max(self, expr):
-        return self._fold("np.maximum", expr.args)
+        return self._fold(f"{self.ns}.maximum", expr.args)
 
     def _print_Min(self, expr):
-        return self._fold("np.minimum", expr.args)
+        return self._fold(f"{self.ns}.minimum", expr.args)
 
     def _fold(self, fn, args):
         # Put the array operand first: np.maximum(z1, 0) reads like hand-written code.
@@ -270,7 +273,7 @@ class NumPyPrinter(_SymPyNumPyPrinter):
             raise ValueError(f"Piecewise without a default branch: {expr}")
         out = self._print(last)
         for value, c in reversed(branches):
-            out = f"np.where({self._print(c)}, {self._print(value)}, {out})"
+            out = f"{self.ns}.where({self._print(c)}, {self._print(value)}, {out})"
         return out
 
     def _print_Relational(self, expr):
@@ -279,41 +282,40 @@ class NumPyPrinter(_SymPyNumPyPrinter):
         return f"{self.parenthesize(expr.lhs, level)} {expr.rel_op} {self.parenthesize(expr.rhs, level)}"
 
     def _print_sign(self, expr):
-        return f"np.sign({self._print(expr.args[0])})"
+        return f"{self.ns}.sign({self._print(expr.args[0])})"
 
     def _print_Abs(self, expr):
-        return f"np.abs({self._print(expr.args[0])})"
+        return f"{self.ns}.abs({self._print(expr.args[0])})"
 
     def _print_Sigmoid(self, expr):
-        self._use("_sigmoid")
-        return f"_sigmoid({self._print(expr.args[0])})"
+        return self._helper("_sigmoid", expr.args[0])
 
     def _print_Softplus(self, expr):
-        return f"np.logaddexp(0, {self._print(expr.args[0])})"
+        return f"{self.ns}.logaddexp(0, {self._print(expr.args[0])})"
 
     def _print_Expm1(self, expr):
-        return f"np.expm1({self._print(expr.args[0])})"
+        return f"{self.ns}.expm1({self._print(expr.args[0])})"
 
     def _print_Log1p(self, expr):
-        return f"np.log1p({self._print(expr.args[0])})"
+        return f"{self.ns}.log1p({self._print(expr.args[0])})"
 
     def _print_erf(self, expr):
-        self._use("_erf")
-        return f"_erf({self._print(expr.args[0])})"
+        return self._helper("_erf", expr.args[0])
 
     def _print_Erfc(self, expr):
-        self._use("_erfc")
-        return f"_erfc({self._print(expr.args[0])})"
+        return self._helper("_erfc", expr.args[0])
 
-    def _use(self, helper: str) -> None:
+    def _helper(self, helper: str, arg) -> str:
+        """A call of one of HELPERS, recorded so that the module defines it (and the helpers it calls)."""
         self.helpers.add(helper)
         self.helpers.update(_NEEDS.get(helper, ()))
+        return f"{helper}({self.helper_args}{self._print(arg)})"
 
     def _print_Exp1(self, expr):
-        return "np.e"
+        return f"{self.ns}.e"
 
     def _print_Pi(self, expr):
-        return "np.pi"
+        return f"{self.ns}.pi"
 
 
 def print_numpy(expr, printer: NumPyPrinter | None = None) -> str:

@@ -1,5 +1,6 @@
-"""Lays a Program out as a NumPy module: the printer writes each statement, Jinja2 the rest."""
+"""Lays a Program out as a module (NumPy, or any array API namespace): the printer writes each statement, Jinja2 the rest."""
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from derive import naming
@@ -8,7 +9,8 @@ from derive.statements import live
 from derive.spec import Network, content_hash
 
 from .output import HEADER
-from .printer import HELPERS, NumPyPrinter
+from .printer import NumPyPrinter
+from .printer_xp import ArrayAPIPrinter
 from .templating import PYTHON
 
 
@@ -20,11 +22,32 @@ def quoted(text) -> str:
 
 
 
-class _Printer:
-    """Prints Program statements: one NumPy printer, parameters spelled params["W1"]."""
+@dataclass(frozen=True)
+class Flavour:
+    """One kind of generated module: the printer of its statements, its template, its file name."""
 
-    def __init__(self, prog: Program):
-        self.np = NumPyPrinter(params=prog.params, directions=dict(zip(prog.directions, prog.params)))
+    printer: type
+    template: str
+    suffix: str          # of the file name: mlp.py, mlp_xp.py
+    flag: str            # what `nnderive generate` is given to write it
+
+
+FLAVOURS = {
+    "numpy": Flavour(NumPyPrinter, "module.py.j2", "", ""),
+    "array_api": Flavour(ArrayAPIPrinter, "module_xp.py.j2", "_xp", "--array-api "),
+}
+
+
+def module_file(name: str, flavour: str = "numpy") -> str:
+    """The file name of a network's module: mlp.py, and mlp_xp.py for the array-API flavour."""
+    return f"{name}{FLAVOURS[flavour].suffix}.py"
+
+
+class _Printer:
+    """Prints Program statements: one printer of the flavour, parameters spelled params["W1"]."""
+
+    def __init__(self, prog: Program, printer=NumPyPrinter):
+        self.np = printer(params=prog.params, directions=dict(zip(prog.directions, prog.params)))
 
     def line(self, s: Assign) -> dict:
         """A statement as the template lays it out: target, op, code and a comment line above."""
@@ -48,9 +71,9 @@ def _curvature_passes(prog: Program) -> dict:
     }
 
 
-def module_context(prog: Program, source: str) -> dict:
+def module_context(prog: Program, source: str, flavour: str = "numpy") -> dict:
     net = prog.network
-    pr = _Printer(prog)
+    pr = _Printer(prog, FLAVOURS[flavour].printer)
     forward = [pr.line(s) for s in prog.forward]
     backward = [pr.line(s) for s in prog.backward]
     *loss_steps, total = prog.loss
@@ -72,15 +95,16 @@ def module_context(prog: Program, source: str) -> dict:
                       for name, statements in curvature.items()}       # printed before the helpers are listed
     return dict(
         header=f"{HEADER} (sha256 {content_hash(net)}). DO NOT EDIT.\n"
-               f"# Regenerate it from its spec with `nnderive generate SPEC`.\n# Spec: {quoted(source)}",
+               f"# Regenerate it from its spec with `nnderive generate {FLAVOURS[flavour].flag}SPEC`.\n"
+               f"# Spec: {quoted(source)}",
         name=net.name, describe=net.describe(), n_in=net.inputs, n_out=net.sizes[-1],
         shapes=net.param_shapes(), init=init, forward=forward, backward=backward, saved=saved,
         backward_args=[v for v in ["x"] + saved if v in backward_needs],
         loss_args=[v for v in saved if v in loss_needs],
         output=output, loss_steps=[pr.line(s) for s in loss_steps], loss_total=pr.np.doprint(total.expr),
         loss_name=net.loss, target=prog.derivation.loss.target, loss_title=prog.derivation.loss.title,
-        helpers=[HELPERS[h] for h in sorted(pr.np.helpers)],
-        uses_math=any("math." in HELPERS[h] for h in pr.np.helpers),
+        helpers=[pr.np.helper_source[h] for h in sorted(pr.np.helpers)],
+        uses_math=any("math." in pr.np.helper_source[h] for h in pr.np.helpers),
         grads=grads, grad_names=", ".join(g for _, g in grads),
         rgrad_names=", ".join(naming.rop(g) for _, g in grads),
         curvature=curvature_code,
@@ -88,9 +112,10 @@ def module_context(prog: Program, source: str) -> dict:
     )
 
 
-def render_module(prog: Program, source: str = "<python>") -> str:
-    """The text of the generated module for a Program (deterministic)."""
-    return PYTHON.get_template("module.py.j2").render(**module_context(prog, source))
+def render_module(prog: Program, source: str = "<python>", flavour: str = "numpy") -> str:
+    """The text of the generated module for a Program (deterministic): the NumPy module, or with
+    flavour="array_api" the module for any array API namespace."""
+    return PYTHON.get_template(FLAVOURS[flavour].template).render(**module_context(prog, source, flavour))
 
 
 def source_label(net: Network) -> str:

@@ -72,3 +72,53 @@ def test_parameters_are_read_from_params():
 def test_a_mask_factor_stays_a_comparison_in_place():
     assert NumPyPrinter().factor(sp.Heaviside(z, 0)) == "(z1 > 0)"
     assert NumPyPrinter().factor(1 - a**2) == "1 - a1**2"
+
+
+# --- the array-API printer: the same nodes for any namespace `xp` -----------------------------------
+
+XP_GOLDEN = [
+    (sp.tanh(z), "xp.tanh(z1)"),
+    (sp.Max(z, 0), "xp.clip(z1, min=0)"),
+    (sp.Min(z, a, 1), "xp.clip(xp.minimum(a1, z1), max=1)"),
+    (sp.Max(z, a), "xp.maximum(a1, z1)"),
+    (g * sp.Heaviside(z, 0), "g*xp.astype(z1 > 0, z1.dtype)"),             # no bool * float in the standard
+    (-sp.Heaviside(z, 0) * sp.sign(y - a), "-xp.sign(-a1 + y)*xp.astype(z1 > 0, z1.dtype)"),
+    (sp.Heaviside(z, 0), "xp.sign(xp.clip(z1, min=0))"),                   # on its own: z1's dtype, NaN for NaN
+    (sp.Heaviside(z, 1), "xp.where(z1 == 0, 1, xp.sign(xp.clip(z1, min=0)))"),
+    (Dot(x, T(sp.Symbol("W1", real=True))), "x @ W1.T"),
+    (Dot(T(delta), x), "delta1.T @ x"),
+    (a * Dot(delta, x), "a1*(delta1 @ x)"),                                 # @ binds like *: bracketed in a product
+    (-Dot(delta, x), "-(delta1 @ x)"),
+    (Dot(a - y, x), "(a1 - y) @ x"),
+    (T(Dot(delta, x)), "(delta1 @ x).T"),
+    (Dot(x, Dot(delta, a)), "x @ (delta1 @ a1)"),
+    (BatchSum(delta), "xp.sum(delta1, axis=0)"),
+    (a * (g - UnitSum(a * g)), "a1*(g - xp.sum(a1*g, axis=1, keepdims=True))"),
+    (-Total(a * y), "-xp.sum(a1*y)"),
+    (Like(0, a), "xp.zeros_like(a1)"),
+    (Like(sp.Rational(1, 2), a), "xp.full_like(a1, 0.5)"),
+    (LogSoftmax(z), "_log_softmax(xp, z1)"),
+    (1 / (1 + sp.exp(-z)), "_sigmoid(xp, z1)"),
+    (sp.erf(z), "_erf(xp, z1)"),
+    (sp.log(1 + sp.exp(z)), "xp.logaddexp(0, z1)"),
+    (sp.exp(z) - 1, "xp.expm1(z1)"),
+    (sp.sqrt(z), "xp.sqrt(z1)"),
+    (sp.asinh(z) + sp.atan(z), "xp.asinh(z1) + xp.atan(z1)"),             # the standard's names, not arcsinh
+    (sp.Piecewise((z, z > 0), (z / 10, True)), "xp.where(z1 > 0, z1, 0.1*z1)"),
+    (sp.Piecewise((z, (z > 0) & (z < 1)), (0, True)), "xp.where(xp.logical_and(z1 > 0, z1 < 1), z1, 0)"),
+]
+
+
+@pytest.mark.parametrize("expr, text", XP_GOLDEN, ids=[g[1] for g in XP_GOLDEN])
+def test_xp_golden(expr, text):
+    from codegen.printer_xp import print_xp
+    assert print_xp(expr) == text
+
+
+def test_xp_mask_in_place_and_parameters():
+    from codegen.printer_xp import ArrayAPIPrinter
+    p = ArrayAPIPrinter(params=["W2"])
+    assert p.factor(sp.Heaviside(z, 0)) == "xp.astype(z1 > 0, z1.dtype)"
+    assert p.doprint(Dot(delta, sp.Symbol("W2", real=True))) == 'delta1 @ params["W2"]'
+    p.doprint(1 + sp.erf(z))
+    assert p.helpers == {"_erfc", "_erf"}
