@@ -154,12 +154,13 @@ def render(results, cfg, info, argv, started, elapsed, load):
     return "\n".join(lines)
 
 
-def update_results_md(path):
-    """Replace (or append) the curvature section of RESULTS.md with bench.curvature_section()."""
+def update_results_md(path, section_lines):
+    """Replace the curvature section of RESULTS.md (between bench.CURVATURE_BEGIN and _END) with
+    section_lines, or append it; the rest of the file is left as it is."""
     if not path.exists():
         return False
     text = path.read_text()
-    section = "\n".join(bench.curvature_section())
+    section = "\n".join(section_lines)
     if bench.CURVATURE_BEGIN in text and bench.CURVATURE_END in text:
         head, rest = text.split(bench.CURVATURE_BEGIN, 1)
         tail = rest.split(bench.CURVATURE_END, 1)[1].lstrip("\n")
@@ -220,7 +221,7 @@ def main(argv=None):
     if out_path:
         Path(out_path).write_text(report + "\n")
         log(f"wrote {out_path}")
-        if args.out is None and update_results_md(HERE / "RESULTS.md"):
+        if args.out is None and update_results_md(HERE / "RESULTS.md", bench.curvature_section()):
             log(f"updated its section of {HERE / 'RESULTS.md'}")
     print(report)
 
