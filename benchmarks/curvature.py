@@ -43,7 +43,7 @@ LABELS = {
 }
 FULL = dict(configs=[("mlp_784_256_128_10", 128, "float32"), ("mlp_4_2_3", 1, "float32"),
                      ("mlp_4_2_3", 1, "float64")],
-            runtimes=list(CURVATURE_RUNTIMES), rounds=11, repeats=20, min_time=0.3)
+            runtimes=list(CURVATURE_RUNTIMES), rounds=15, repeats=20, min_time=0.3)
 SMOKE = dict(configs=[("mlp_4_2_3", 1, "float64")], runtimes=list(CURVATURE_RUNTIMES),
              rounds=1, repeats=3, min_time=0.0)
 
@@ -105,7 +105,7 @@ def targets_lines(results):
 
 def render(results, cfg, info, argv, started, elapsed, load):
     lines = ["# Curvature benchmarks", "",
-             f"`python benchmarks/curvature.py {' '.join(argv)}`, {started:%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s. "
+             f"`{' '.join(['python benchmarks/curvature.py', *argv])}`, {started:%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s. "
              "One call = one product along a fixed direction v (N(0, 1) entries) on one fixed batch.", "",
              *bench.machine_lines(info, load), "", "## Method", "",
              "- generated: the module's public functions as a caller uses them (inputs checked, forward "
