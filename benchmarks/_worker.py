@@ -1,17 +1,22 @@
 """Time one runtime's training step on one configuration; print the timings as JSON.
 
-    python benchmarks/_worker.py RUNTIME NET BATCH DTYPE REPEATS [--min-time S]
+    python benchmarks/_worker.py RUNTIME NET BATCH DTYPE REPEATS [--min-time S] [--check]
 
-RUNTIME is one of RUNTIMES. Runs REPEATS timed steps, more until --min-time
+RUNTIME is one of RUNTIMES or CURVATURE_RUNTIMES. Runs REPEATS timed steps, more until --min-time
 seconds have passed. Prints one JSON object: per-step wall times in ns, CPU time
 per step (process time over blocks of 8 steps), a probe of
 the first step (loss, norm of the parameter update) for cross-checking the
 runtimes against each other, or {"skip": reason} when the runtime is missing.
+A curvature runtime times one product (H v, G v, ...) per step along the fixed direction
+nets.make_direction; its probe is the product's norm and v . product, and with --check
+(before timing) the relative error of its H v against the generated module's `hvp`,
+computed in this process with NumPy (which every worker has loaded anyway).
 Each runtime runs in its own process: NumPy and PyTorch in one process slow
 each other down (idle BLAS/OpenMP threads spin).
 """
 import argparse
 import gc
+import importlib
 import importlib.util
 import json
 import math
@@ -23,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nets import NETS, RUNTIMES, make_batch, make_params  # noqa: E402
+from nets import CURVATURE_RUNTIMES, NETS, RUNTIMES, make_batch, make_direction, make_params  # noqa: E402
 import reference_numpy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +100,110 @@ def make_step(runtime, net, params, x, y, generated_dir):
     raise SystemExit(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
 
 
+def _flat(d, keys):
+    """The arrays of a dict of products (NumPy, torch or JAX) as one float64 vector, in params order."""
+    return np.concatenate([np.asarray(d[k], dtype=np.float64).ravel() for k in keys])
+
+
+def make_curvature(runtime, net, params, x, y, v, generated_dir):
+    """Return (call, parts, info): call() computes one product; parts(call's result) gives
+    (the product as a dict, its H v as a dict or None where the runtime computes none)."""
+    info = {}
+    if runtime.startswith("generated_"):
+        mod = load_generated(net, generated_dir)
+        info["module"] = str(Path(generated_dir) / f"{net.name}.py")
+        what = runtime[len("generated_"):]
+        if not hasattr(mod, what):
+            raise Skip(f"the generated module has no {what}")
+        fn = getattr(mod, what)
+        if what == "loss_and_grad":
+            return (lambda: fn(params, x, y)), (lambda out: (out[1], None)), info
+        if what == "loss_grad_hvp":
+            return (lambda: fn(params, x, y, v)), (lambda out: (out[2], out[2])), info
+        if what == "gnvp":
+            return (lambda: fn(params, x, y, v)), (lambda out: (out, None)), info
+        return (lambda: fn(params, x, y, v)), (lambda out: (out, out)), info
+    peer = runtime[:-len("_hvp")]
+    try:
+        importlib.import_module(peer)
+    except ImportError as e:
+        raise Skip(f"{peer} is not importable ({e})") from None
+    import peers
+
+    if peer == "torch":
+        import torch
+
+        info["threads"] = torch.get_num_threads()
+        return peers.make_torch_hvp(params, x, y, v, net.head), (lambda out: (out, out)), info
+    return peers.make_jax_hvp(params, x, y, v, net.head), (lambda out: (out, out)), info
+
+
+def curvature_probe(net, params, x, y, v, call, parts, generated_dir, check):
+    """The first call's product: its norm, v . product and dtypes; with check, the relative error
+    |Hv - Hv_gen| / |Hv_gen| (2-norm over all parameters) of its H v against the generated hvp."""
+    keys = list(params)
+    product, hv = parts(call())  # the first call also compiles (jax)
+    flat = _flat(product, keys)
+    probe = {"norm": float(np.linalg.norm(flat)), "v_dot": float(flat @ _flat(v, keys))}
+    dtypes = sorted({str(product[k].dtype).replace("torch.", "") for k in keys})
+    if check and hv is not None:
+        try:
+            ref = _flat(load_generated(net, generated_dir).hvp(params, x, y, v), keys)
+            probe["rel_err"] = float(np.linalg.norm(_flat(hv, keys) - ref) / np.linalg.norm(ref))
+        except Skip as e:
+            probe["rel_err_skip"] = str(e)
+    return probe, dtypes
+
+
+def time_calls(call, repeats, min_time):
+    """Warm up, then time call() separately, gc off, for at least `repeats` calls and `min_time`
+    seconds; return (wall ns per call, CPU ns per call over blocks of 8 calls, the last result)."""
+    t_end = time.perf_counter() + 0.05
+    for _ in range(3):
+        call()
+    while time.perf_counter() < t_end:
+        call()
+
+    times, cpu_times = [], []
+    gc.disable()
+    t_end = time.perf_counter() + min_time
+    clock, cpu = time.perf_counter_ns, time.process_time_ns
+    c0 = cpu()
+    for i in range(200_000):
+        t0 = clock()
+        out = call()
+        times.append(clock() - t0)
+        if i & 7 == 7:
+            # CPU time of the process (every thread) per step, over blocks of 8 steps: unlike the
+            # wall clock it does not count the time other processes hold the core.
+            c1 = cpu()
+            cpu_times.append((c1 - c0) / 8)
+            c0 = c1
+            if i + 1 >= repeats and time.perf_counter() >= t_end:
+                break
+    gc.enable()
+    return times, cpu_times, out
+
+
+def measure_curvature(runtime, net_name, batch, dtype, repeats, min_time, generated_dir, check):
+    """The probe (and --check), a warm-up and the timed products; return the result dict."""
+    net = NETS[net_name]
+    dtype = np.dtype(dtype)
+    params = make_params(net, dtype)
+    x, y = make_batch(net, batch, dtype)
+    v = make_direction(net, dtype)
+    result = {"runtime": runtime, "net": net_name, "batch": batch, "dtype": dtype.name}
+    try:
+        call, parts, info = make_curvature(runtime, net, params, x, y, v, generated_dir)
+    except Skip as e:
+        return {**result, "skip": str(e)}
+    result.update(info)
+    result["probe"], result["grad_dtypes"] = curvature_probe(net, params, x, y, v, call, parts,
+                                                             generated_dir, check)
+    result["times_ns"], result["cpu_ns"], _ = time_calls(call, repeats, min_time)
+    return result
+
+
 def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir):
     """Run the probe, a warm-up and the timed steps; return the result dict."""
     net = NETS[net_name]
@@ -115,30 +224,7 @@ def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir):
     result["probe"] = {"loss": None if loss is None else float(loss), "update_norm": update}
     result["dtypes_after"] = sorted({str(v.dtype) for v in after.values()})
 
-    t_end = time.perf_counter() + 0.05
-    for _ in range(3):
-        step()
-    while time.perf_counter() < t_end:
-        step()
-
-    times, cpu_times = [], []
-    gc.disable()
-    t_end = time.perf_counter() + min_time
-    clock, cpu = time.perf_counter_ns, time.process_time_ns
-    c0 = cpu()
-    for i in range(200_000):
-        t0 = clock()
-        loss = step()
-        times.append(clock() - t0)
-        if i & 7 == 7:
-            # CPU time of the process (every thread) per step, over blocks of 8 steps: unlike the
-            # wall clock it does not count the time other processes hold the core.
-            c1 = cpu()
-            cpu_times.append((c1 - c0) / 8)
-            c0 = c1
-            if i + 1 >= repeats and time.perf_counter() >= t_end:
-                break
-    gc.enable()
+    times, cpu_times, loss = time_calls(step, repeats, min_time)
     result["times_ns"] = times
     result["cpu_ns"] = cpu_times
     result["final_loss"] = None if loss is None else float(loss)
@@ -147,16 +233,22 @@ def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runtime", choices=RUNTIMES)
+    parser.add_argument("runtime", choices=RUNTIMES + CURVATURE_RUNTIMES)
     parser.add_argument("net", choices=sorted(NETS))
     parser.add_argument("batch", type=int)
     parser.add_argument("dtype", choices=("float32", "float64"))
     parser.add_argument("repeats", type=int)
     parser.add_argument("--min-time", type=float, default=0.0, help="time at least this many seconds")
     parser.add_argument("--generated-dir", default=str(ROOT / "generated"))
+    parser.add_argument("--check", action="store_true",
+                        help="curvature runtimes: compare the first H v with the generated module's hvp")
     args = parser.parse_args(argv)
-    result = measure(args.runtime, args.net, args.batch, args.dtype, args.repeats,
-                     args.min_time, args.generated_dir)
+    if args.runtime in CURVATURE_RUNTIMES:
+        result = measure_curvature(args.runtime, args.net, args.batch, args.dtype, args.repeats,
+                                   args.min_time, args.generated_dir, args.check)
+    else:
+        result = measure(args.runtime, args.net, args.batch, args.dtype, args.repeats,
+                         args.min_time, args.generated_dir)
     result["pid"] = os.getpid()
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

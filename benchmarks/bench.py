@@ -67,10 +67,10 @@ def thread_env(threads):
     return env
 
 
-def run_worker(runtime, net, batch, dtype, cfg, env, generated_dir):
+def run_worker(runtime, net, batch, dtype, cfg, env, generated_dir, extra=()):
     """Run one worker process; return its result dict (with "error" if it failed)."""
     cmd = [sys.executable, str(WORKER), runtime, net, str(batch), dtype, str(cfg["repeats"]),
-           "--min-time", str(cfg["min_time"]), "--generated-dir", str(generated_dir)]
+           "--min-time", str(cfg["min_time"]), "--generated-dir", str(generated_dir), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or ["(no output)"]
@@ -78,27 +78,37 @@ def run_worker(runtime, net, batch, dtype, cfg, env, generated_dir):
     return json.loads(proc.stdout)
 
 
-def measure_all(cfg, env, generated_dir, log):
-    """Round-robin the runtimes of each configuration; return {(net, batch, dtype): {runtime: result}}."""
+def configurations(cfg):
+    """The (net, batch, dtype) configurations of cfg: its "configs" list if it has one, else
+    every combination of its nets, batches and dtypes."""
+    if cfg.get("configs"):
+        return [tuple(c) for c in cfg["configs"]]
+    return [(net, batch, dtype) for net in cfg["nets"] for batch in cfg["batches"] for dtype in cfg["dtypes"]]
+
+
+def measure_all(cfg, env, generated_dir, log, extra_args=None):
+    """Round-robin the runtimes of each configuration; return {(net, batch, dtype): {runtime: result}}.
+
+    extra_args(runtime, round) gives more worker arguments (e.g. a check in the first round only);
+    the first round's result keeps its probe."""
     results = {}
-    for net in cfg["nets"]:
-        for batch in cfg["batches"]:
-            for dtype in cfg["dtypes"]:
-                key = (net, batch, dtype)
-                res = results[key] = {}
-                active = list(cfg["runtimes"])
-                for r in range(cfg["rounds"]):
-                    k = r % len(active) if active else 0
-                    for rt in active[k:] + active[:k]:  # rotate the order each round
-                        out = run_worker(rt, net, batch, dtype, cfg, env, generated_dir)
-                        if "times_ns" in out:
-                            agg = res.setdefault(rt, {**out, "rounds": [], "cpu_rounds": []})
-                            agg["rounds"].append(out["times_ns"])
-                            agg["cpu_rounds"].append(out.get("cpu_ns") or [])
-                        else:
-                            res[rt] = out
-                    active = [rt for rt in active if "rounds" in res.get(rt, {})]
-                    log(f"{net} batch {batch} {dtype}: round {r + 1}/{cfg['rounds']} done")
+    for net, batch, dtype in configurations(cfg):
+        key = (net, batch, dtype)
+        res = results[key] = {}
+        active = list(cfg["runtimes"])
+        for r in range(cfg["rounds"]):
+            k = r % len(active) if active else 0
+            for rt in active[k:] + active[:k]:  # rotate the order each round
+                extra = extra_args(rt, r) if extra_args else ()
+                out = run_worker(rt, net, batch, dtype, cfg, env, generated_dir, extra)
+                if "times_ns" in out:
+                    agg = res.setdefault(rt, {**out, "rounds": [], "cpu_rounds": []})
+                    agg["rounds"].append(out["times_ns"])
+                    agg["cpu_rounds"].append(out.get("cpu_ns") or [])
+                else:
+                    res[rt] = out
+            active = [rt for rt in active if "rounds" in res.get(rt, {})]
+            log(f"{net} batch {batch} {dtype}: round {r + 1}/{cfg['rounds']} done")
     return results
 
 
@@ -168,6 +178,20 @@ def machine_info(env):
     info["threads_env"] = {k: env[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                "MKL_NUM_THREADS", "XLA_FLAGS") if k in env}
     return info
+
+
+def machine_lines(info, load):
+    """The report's Machine section: CPU, library versions, BLAS, thread settings, load."""
+    return ["## Machine", "",
+            f"- CPU: {info['cpu']} ({info.get('simd', '')}), {info['cores']} logical cores "
+            f"({info['usable_cores']} usable); {info['platform']}",
+            f"- Python {info['python']}, NumPy {info['numpy']} (BLAS: {info['blas']}), "
+            f"PyTorch {info['torch'] or 'not installed'}"
+            + (f" ({info['torch_threads']} threads)" if info.get("torch_threads") else "")
+            + f", JAX {info['jax'] or 'not installed'}",
+            f"- Threads: {info['threads_env'] or 'library defaults (no *_NUM_THREADS set)'}; "
+            f"load average {load[0]:.1f} at start, {load[1]:.1f} at end (a shared machine: other "
+            f"processes ran during the measurements)"]
 
 
 def fmt(t):
@@ -253,22 +277,28 @@ def gentime_section():
             path.read_text().strip(), ""]
 
 
+CURVATURE_BEGIN = "<!-- benchmarks/curvature.py writes this section from CURVATURE.md: begin -->"
+CURVATURE_END = "<!-- benchmarks/curvature.py: end -->"
+
+
+def curvature_section():
+    """The last `curvature.py` report (CURVATURE.md), its headings one level down, between markers
+    that let curvature.py replace it in RESULTS.md without rerunning this benchmark."""
+    path = HERE / "CURVATURE.md"
+    if not path.exists():
+        return []
+    text = "\n".join("#" + l if l.startswith("#") else l for l in path.read_text().strip().splitlines())
+    return [CURVATURE_BEGIN, text.replace("# Curvature benchmarks", "# Curvature benchmarks "
+                                          "(`benchmarks/curvature.py`, its last run: CURVATURE.md)", 1),
+            CURVATURE_END, ""]
+
+
 def render(results, cfg, info, argv, started, elapsed, load):
     """The Markdown report."""
     lines = ["# Training-step benchmarks", "",
              f"`python benchmarks/bench.py {' '.join(argv)}`, {started:%Y-%m-%d %H:%M} UTC, "
              f"{elapsed:.0f} s. One step = forward, backward, SGD update (lr = 1e-3) on one fixed batch.",
-             "", "## Machine", "",
-             f"- CPU: {info['cpu']} ({info.get('simd', '')}), {info['cores']} logical cores "
-             f"({info['usable_cores']} usable); {info['platform']}",
-             f"- Python {info['python']}, NumPy {info['numpy']} (BLAS: {info['blas']}), "
-             f"PyTorch {info['torch'] or 'not installed'}"
-             + (f" ({info['torch_threads']} threads)" if info.get("torch_threads") else "")
-             + f", JAX {info['jax'] or 'not installed'}",
-             f"- Threads: {info['threads_env'] or 'library defaults (no *_NUM_THREADS set)'}; "
-             f"load average {load[0]:.1f} at start, {load[1]:.1f} at end (a shared machine: other "
-             f"processes ran during the measurements)",
-             "", "## Method", "",
+             "", *machine_lines(info, load), "", "## Method", "",
              "- generated: the module's `loss_and_grad`, then the caller's `params[k] -= lr * g`; "
              "gen. sgd_step: the module's fused `sgd_step(params, x, y, lr)` (in place, lr folded into the "
              "output delta). NumPy: a hand-written step; NumPy opt.: hand-optimised (preallocated, in place, "
@@ -352,6 +382,7 @@ def render(results, cfg, info, argv, started, elapsed, load):
             lines.append(f"- {note} ({scope})")
         lines.append("")
     lines += gentime_section()
+    lines += curvature_section()
     return "\n".join(lines)
 
 

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 # The runtimes `_worker.py` can time, in report order.
 RUNTIMES = ("generated", "generated_sgd_step", "numpy", "numpy_opt", "torch", "jax", "gemm")
+# ... and its curvature runtimes (`curvature.py`): the generated module's products, its
+# loss_and_grad (the yardstick), and the forward-over-reverse Hessian-vector product of each peer.
+CURVATURE_RUNTIMES = ("generated_hvp", "generated_gnvp", "generated_loss_grad_hvp",
+                      "generated_loss_and_grad", "jax_hvp", "torch_hvp")
 
 
 @dataclass(frozen=True)
@@ -88,3 +92,11 @@ def make_batch(net, batch, dtype="float64", seed=1):
     else:
         y = rng.uniform(0.0, 1.0, (batch, n_out)).astype(dtype)
     return x, y
+
+
+def make_direction(net, dtype="float64", seed=2):
+    """A direction v for Hessian-vector products: N(0, 1) entries, a dict shaped like the parameters."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(shape).astype(dtype) for k, shape in net.param_shapes().items()}

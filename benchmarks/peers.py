@@ -1,4 +1,5 @@
-"""The same training step in PyTorch (eager) and JAX (jit), written the way each is best used."""
+"""The same training step in PyTorch (eager) and JAX (jit), written the way each is best used;
+and the Hessian-vector product of the same loss, forward-over-reverse in each."""
 import numpy as np
 
 
@@ -54,27 +55,38 @@ def make_torch_step(params, x, y, lr, head):
     return step, get_params
 
 
-def make_jax_step(params, x, y, lr, head):
-    """Return (step, get_params); the whole step is one jitted function, params donated."""
+def _import_jax(dtype):
+    """jax and jax.numpy, with 64-bit arrays enabled for float64 (JAX makes float32 otherwise)."""
     import jax
 
-    if params["W1"].dtype == np.float64:
+    if dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    L = len(params) // 2
+    return jax, jnp
 
-    def loss_fn(p, x, y):
-        a = x
-        for l in range(1, L):
-            a = jax.nn.relu(a @ p[f"W{l}"].T + p[f"b{l}"])
-        z = a @ p[f"W{L}"].T + p[f"b{L}"]
-        if head == "softmax_cce":
-            return -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / x.shape[0]
-        return 0.5 * jnp.sum((jax.nn.sigmoid(z) - y) ** 2) / x.shape[0]
+
+def jax_loss(p, x, y, head):
+    """Batch-mean loss of the network, the same as torch_loss; p: dict of JAX arrays."""
+    import jax
+    import jax.numpy as jnp
+
+    L = len(p) // 2
+    a = x
+    for l in range(1, L):
+        a = jax.nn.relu(a @ p[f"W{l}"].T + p[f"b{l}"])
+    z = a @ p[f"W{L}"].T + p[f"b{L}"]
+    if head == "softmax_cce":
+        return -jnp.sum(y * jax.nn.log_softmax(z, axis=1)) / x.shape[0]
+    return 0.5 * jnp.sum((jax.nn.sigmoid(z) - y) ** 2) / x.shape[0]
+
+
+def make_jax_step(params, x, y, lr, head):
+    """Return (step, get_params); the whole step is one jitted function, params donated."""
+    jax, jnp = _import_jax(params["W1"].dtype)
 
     def _step(p, x, y):
-        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
+        loss, g = jax.value_and_grad(lambda q: jax_loss(q, x, y, head))(p)
         return jax.tree.map(lambda w, gw: w - lr * gw, p, g), loss
 
     # Donation lets XLA update the parameters in place where the backend can.
@@ -91,3 +103,43 @@ def make_jax_step(params, x, y, lr, head):
         return {k: np.array(v) for k, v in state["p"].items()}
 
     return step, get_params
+
+
+# --- Hessian-vector products: H v of the batch-mean loss, forward-over-reverse (the jvp of the gradient) ---
+
+
+def make_torch_hvp(params, x, y, v, head):
+    """Return hvp(): torch.func.jvp of torch.func.grad of torch_loss at params along v, eager
+    (what torch.func.hvp does, without its extra primal output); returns a dict of tensors."""
+    import torch
+    from torch.func import grad, jvp
+
+    tp = {k: torch.from_numpy(a) for k, a in params.items()}
+    tv = {k: torch.from_numpy(a) for k, a in v.items()}
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    grad_fn = grad(lambda p: torch_loss(p, tx, ty, head))
+
+    def hvp():
+        return jvp(grad_fn, (tp,), (tv,))[1]
+
+    return hvp
+
+
+def make_jax_hvp(params, x, y, v, head):
+    """Return hvp(): one jitted jax.jvp(jax.grad(loss), (params,), (v,))[1], waited for (XLA
+    drops the gradient, which the jvp computes alongside, as dead code); a dict of JAX arrays."""
+    jax, jnp = _import_jax(params["W1"].dtype)
+
+    def _hvp(p, v, x, y):
+        return jax.jvp(jax.grad(lambda q: jax_loss(q, x, y, head)), (p,), (v,))[1]
+
+    hvp_fn = jax.jit(_hvp)
+    jp = {k: jnp.asarray(a) for k, a in params.items()}
+    jv = {k: jnp.asarray(a) for k, a in v.items()}
+    jx, jy = jnp.asarray(x), jnp.asarray(y)
+    assert jp["W1"].dtype == params["W1"].dtype, "jax changed the dtype"
+
+    def hvp():
+        return jax.block_until_ready(hvp_fn(jp, jv, jx, jy))
+
+    return hvp

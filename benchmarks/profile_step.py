@@ -2,12 +2,13 @@
 
     pip install py-spy
     python benchmarks/profile_step.py [--net mlp_4_2_3] [--batch 1] [--dtype float32]
-                                      [--module FILE] [--fused] [--seconds 10] [--top 15]
+                                      [--module FILE] [--fused | --curvature hvp] [--seconds 10] [--top 15]
 
 The step is the benchmark's: `loss_and_grad` followed by `params[k] -= lr * g` (the caller's
-update), or with --fused the module's own `sgd_step`. py-spy samples the running process from
-outside, so even a 20 µs step is profiled without distortion; the time of NumPy's C code is
-charged to the Python line that called it. Prints a Markdown table: share of the step's
+update), or with --fused the module's own `sgd_step`, or with --curvature F the module's
+curvature function F (hvp, gnvp, loss_grad_hvp) along curvature.py's direction v. py-spy
+samples the running process from outside, so even a 20 µs step is profiled without
+distortion; the time of NumPy's C code is charged to the Python line that called it. Prints a Markdown table: share of the step's
 samples and estimated µs per step for the most expensive lines. Single-threaded BLAS.
 """
 import argparse
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nets import NETS, make_batch, make_params  # noqa: E402
+from nets import NETS, make_batch, make_direction, make_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LR = 1e-3
@@ -46,12 +47,16 @@ def caller_step(mod, params, x, y):
     return loss
 
 
-def spin(module, net, batch, dtype, seconds, fused):
+def spin(module, net, batch, dtype, seconds, fused, curvature=None):
     """Run steps for `seconds`; print the median step time (a busy machine inflates the mean)."""
     mod = load(module)
     params = make_params(NETS[net], dtype)
     x, y = make_batch(NETS[net], batch, dtype)
-    step = (lambda: mod.sgd_step(params, x, y, LR)) if fused else (lambda: caller_step(mod, params, x, y))
+    if curvature:
+        v, fn = make_direction(NETS[net], dtype), getattr(mod, curvature)
+        step = lambda: fn(params, x, y, v)  # noqa: E731
+    else:
+        step = (lambda: mod.sgd_step(params, x, y, LR)) if fused else (lambda: caller_step(mod, params, x, y))
     for _ in range(10):
         step()
     times, clock = [], time.perf_counter_ns
@@ -91,13 +96,15 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--module", help="the generated module (default generated/<net>.py)")
     parser.add_argument("--fused", action="store_true", help="profile sgd_step instead of loss_and_grad + update")
+    parser.add_argument("--curvature", choices=("hvp", "gnvp", "loss_grad_hvp"),
+                        help="profile this curvature function instead (direction: nets.make_direction)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     module = Path(args.module or ROOT / "generated" / f"{args.net}.py")
     if args.spin:
-        return spin(module, args.net, args.batch, args.dtype, args.seconds, args.fused)
+        return spin(module, args.net, args.batch, args.dtype, args.seconds, args.fused, args.curvature)
 
     pyspy = shutil.which("py-spy")
     if pyspy is None:
@@ -110,6 +117,8 @@ def main(argv=None):
                "--dtype", args.dtype, "--module", str(module), "--seconds", str(args.seconds)]
         if args.fused:
             cmd.append("--fused")
+        if args.curvature:
+            cmd += ["--curvature", args.curvature]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not raw_path.exists():
             sys.exit(f"py-spy failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
@@ -121,7 +130,8 @@ def main(argv=None):
     for name, line, file in counts:
         if file and file not in lines:
             lines[file] = Path(file).read_text().splitlines()
-    what = "sgd_step" if args.fused else "loss_and_grad + params[k] -= lr * g"
+    what = (f"{args.curvature}(params, x, y, v)" if args.curvature
+            else "sgd_step" if args.fused else "loss_and_grad + params[k] -= lr * g")
     print(f"{args.net}, batch {args.batch}, {args.dtype}, {what} ({module.name}): "
           f"median step {step_us:.1f} µs over {steps} steps, {total} py-spy samples\n")
     print("| share | ≈ µs/step | function:line | code |")

@@ -1,5 +1,6 @@
 """The benchmark suite: the smoke run writes its report, the NumPy references are right."""
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,88 @@ def test_references_match_torch_autograd(net, batch):
     assert loss == pytest.approx(torch_loss, rel=1e-10)
     for k in params:
         assert relative_error(grads[k], torch_grads[k]) < 1e-10, k
+
+
+# --- benchmarks/curvature.py: the Hessian-vector products ---
+
+import curvature  # noqa: E402
+from nets import make_direction  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def curvature_smoke(tmp_path_factory):
+    """The smoke run with jax hidden (a stub that fails to import), as on CI where it is not installed."""
+    tmp = tmp_path_factory.mktemp("curvature")
+    (tmp / "hide" / "jax").mkdir(parents=True)
+    (tmp / "hide" / "jax" / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp / "hide"),
+                                                                   os.environ.get("PYTHONPATH")])))
+    out = tmp / "CURVATURE.md"
+    proc = subprocess.run([sys.executable, str(BENCH / "curvature.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text(), proc.stderr
+
+
+def _curvature_rows(report):
+    lines = report.splitlines()
+    table = [l for l in lines[lines.index("## Results"):] if l.startswith("| mlp_")]
+    return {cells[3]: cells for cells in ([c.strip() for c in l.strip("|").split("|")] for l in table)}
+
+
+def test_curvature_smoke_reports_every_runtime(curvature_smoke):
+    report, _ = curvature_smoke
+    assert "## Machine" in report and "Threads: {'OMP_NUM_THREADS': '1'" in report
+    rows = _curvature_rows(report)
+    assert set(rows) == {curvature.LABELS[rt] for rt in curvature.SMOKE["runtimes"]}
+    for rt in ("generated_hvp", "generated_gnvp", "generated_loss_grad_hvp", "generated_loss_and_grad"):
+        cells = rows[curvature.LABELS[rt]]
+        assert float(cells[4].replace(",", "")) > 0 and float(cells[6].replace(",", "")) > 0, cells
+    assert rows[curvature.LABELS["generated_hvp"]][11] == "0.0e+00 ok"
+    assert rows[curvature.LABELS["generated_loss_grad_hvp"]][11].endswith(" ok")
+    assert rows[curvature.LABELS["generated_loss_and_grad"]][7] == "1.00"
+
+
+def test_curvature_smoke_skips_jax_and_says_so(curvature_smoke):
+    report, stderr = curvature_smoke
+    assert _curvature_rows(report)[curvature.LABELS["jax_hvp"]][4] == "skipped"
+    assert "JAX jit jvp(grad) skipped: jax is not importable" in report
+    assert "skipped: jax is not importable" in stderr
+
+
+def test_curvature_smoke_checks_torch(curvature_smoke):
+    pytest.importorskip("torch")
+    cells = _curvature_rows(curvature_smoke[0])[curvature.LABELS["torch_hvp"]]
+    assert cells[11].endswith(" ok"), cells
+
+
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_peer_hvp_matches_the_generated_hvp(peer, net):
+    pytest.importorskip(peer)
+    import _worker
+    import peers
+
+    net = NETS[net]
+    try:
+        mod = _worker.load_generated(net, BENCH.parent / "generated")
+    except _worker.Skip as e:
+        pytest.skip(str(e))
+    params, v = make_params(net), make_direction(net)
+    x, y = make_batch(net, 3)
+    out = getattr(peers, f"make_{peer}_hvp")(params, x, y, v, net.head)()
+    ref = mod.hvp(params, x, y, v)
+    for k in params:
+        assert relative_error(np.asarray(out[k], dtype=np.float64), ref[k]) < 1e-10, k
+
+
+def test_curvature_section_replaces_only_its_own(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Training-step benchmarks\n\nbody\n")
+    assert curvature.update_results_md(results, [bench.CURVATURE_BEGIN, "first", bench.CURVATURE_END, ""])
+    assert results.read_text() == f"# Training-step benchmarks\n\nbody\n\n{bench.CURVATURE_BEGIN}\nfirst\n{bench.CURVATURE_END}\n"
+    text = results.read_text() + "\n## after\n"
+    results.write_text(text)
+    curvature.update_results_md(results, [bench.CURVATURE_BEGIN, "second", bench.CURVATURE_END, ""])
+    assert results.read_text() == text.replace("first", "second")
+    assert not curvature.update_results_md(tmp_path / "missing.md", [])
