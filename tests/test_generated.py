@@ -65,18 +65,22 @@ def torch_loss(net, params, x, y):
     }
     a = torch.tensor(x)
     for l, layer in enumerate(net.layers, start=1):
-        a = acts[layer.activation](a @ params[f"W{l}"].T + params[f"b{l}"], layer.params)
+        z = a @ params[f"W{l}"].T + params[f"b{l}"]
+        a = acts[layer.activation](z, layer.params)
     if net.loss == "sparse_cce":
         y = F.one_hot(torch.tensor(y), a.shape[1]).double()
     else:
         y = torch.tensor(np.asarray(y, dtype=float).reshape(a.shape))
+    # bce of a sigmoid from its logits, as any careful implementation computes it: log(1 - a) of a
+    # saturated sigmoid has lost the digits the reference must keep.
+    sigmoid_out = net.layers[-1].activation == "sigmoid"
     per = {"mse": lambda: 0.5 * (a - y) ** 2, "mae": lambda: (a - y).abs(),
-           "bce": lambda: -(y * torch.log(a) + (1 - y) * torch.log(1 - a)),
+           "bce": lambda: (F.softplus(z) - y * z) if sigmoid_out else -(y * torch.log(a) + (1 - y) * torch.log(1 - a)),
            "cce": lambda: -y * torch.log(a), "sparse_cce": lambda: -y * torch.log(a)}[net.loss]()
     return per.sum() / a.shape[0]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(net=networks(max_width=6), seed=st.integers(0, 2**16))
 def test_random_architectures_match_torch_autograd(net, seed, build_module):
     torch = pytest.importorskip("torch")
