@@ -147,6 +147,10 @@ class _Pass:
         rname = naming.rop(name)
         self.r[name] = array(rname)
         self.made.add(rname)
+        terms = sp.Add.make_args(value)
+        if len(terms) > 1 and all(isinstance(t, Dot) for t in terms):
+            # The product rule's sum of matrix products, accumulated: no temporary for each product.
+            return [Assign(rname, terms[0], shape, about=about)] + [Assign(rname, t, shape, op="+=") for t in terms[1:]]
         return [Assign(rname, value if carries_array(value) else Like(value, array(name)), shape, about=about)]
 
     def statement(self, s: Assign, value=None, about="") -> tuple[list, list]:

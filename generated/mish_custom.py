@@ -209,7 +209,8 @@ def _hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     Rz1 += v["b1"]
     Rt1_0 = Rz1*(1 - t1_0**2)*_sigmoid(z1)
     Ra1 = Rz1*(t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1))
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = np.where(t2_0, Rz2, 0.1*Rz2)
     # dL/dz2 (dL/da * f'(z))
@@ -217,11 +218,13 @@ def _hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     Rdelta2 = np.where(z2 > 0, Ra2, 0.1*Ra2)
     Rdelta2 *= scale
     delta2 *= scale
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     # dL/dz1: delta2 back through W2, times mish' = t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
     delta1 = delta2.dot(params["W2"])
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
     Rdelta1 += delta1*(Rt1_0*(-2*t1_0*z1*_sigmoid(z1) + 1) + Rz1*(-z1*(1 - _sigmoid(z1))*(t1_0**2 - 1)*_sigmoid(z1) - (t1_0**2 - 1)*_sigmoid(z1)))
     RdW1 = Rdelta1.T.dot(x)
@@ -240,7 +243,8 @@ def _grad_hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     Rz1 += v["b1"]
     Rt1_0 = Rz1*(1 - t1_0**2)*_sigmoid(z1)
     Ra1 = Rz1*(t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1))
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = np.where(t2_0, Rz2, 0.1*Rz2)
     # dL/dz2 (dL/da * f'(z))
@@ -249,12 +253,14 @@ def _grad_hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     Rdelta2 *= scale
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     # dL/dz1: delta2 back through W2, times mish' = t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
     delta1 = delta2.dot(params["W2"])
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
     Rdelta1 += delta1*(Rt1_0*(-2*t1_0*z1*_sigmoid(z1) + 1) + Rz1*(-z1*(1 - _sigmoid(z1))*(t1_0**2 - 1)*_sigmoid(z1) - (t1_0**2 - 1)*_sigmoid(z1)))
     delta1 *= t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1)
@@ -276,7 +282,8 @@ def _gnvp(params, v, y, scale, x, z1, t1_0, a1, t2_0):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(t1_0 - z1*(t1_0**2 - 1)*_sigmoid(z1))
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = np.where(t2_0, Rz2, 0.1*Rz2)
     Rdelta2 = np.where(t2_0, Ra2, 0.1*Ra2)

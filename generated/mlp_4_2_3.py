@@ -203,7 +203,8 @@ def _hvp(params, v, y, scale, x, z1, a1, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(z1 > 0)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = Rz2*a2*(1 - a2)
     # dL/dz2 (dL/da * f'(z))
@@ -211,9 +212,11 @@ def _hvp(params, v, y, scale, x, z1, a1, a2):
     Rdelta2 = Ra2*(a2*(1 - a2) - a2*(a2 - y) + (1 - a2)*(a2 - y))
     Rdelta2 *= scale
     delta2 *= scale
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= (z1 > 0)
     RdW1 = Rdelta1.T.dot(x)
     Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
@@ -230,7 +233,8 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(z1 > 0)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = Rz2*a2*(1 - a2)
     # dL/dz2 (dL/da * f'(z))
@@ -239,12 +243,14 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
     Rdelta2 *= scale
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     # dL/dz1: delta2 back through W2, times relu' = (z1 > 0)
     delta1 = delta2.dot(params["W2"])
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= (z1 > 0)
     delta1 *= (z1 > 0)
     dW1 = delta1.T.dot(x)
@@ -265,7 +271,8 @@ def _gnvp(params, v, y, scale, x, z1, a1, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(z1 > 0)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = Rz2*a2*(1 - a2)
     Rdelta2 = Ra2*a2*(1 - a2)

@@ -39,8 +39,8 @@ def test_true_modules_pass(tmp_path, net):
 
 # (network, text in the module, its replacement, the entry point and the name the failure must carry)
 PLANTED = {
-    "R-backward drops delta2^T R{a1} from RdW2": (TANH, "    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)\n    Rdb2",
-                                                  "    RdW2 = Rdelta2.T.dot(a1)\n    Rdb2", "hvp", "W2"),
+    "R-backward drops delta2^T R{a1} from RdW2": (TANH, "    RdW2 += delta2.T.dot(Ra1)\n    Rdb2",
+                                                  "    Rdb2", "hvp", "W2"),
     "tanh'' term -2a as -1.9a": (TANH, "    Rdelta1 += -2*Ra1*a1*delta1\n    RdW1", "    Rdelta1 += -1.9*Ra1*a1*delta1\n    RdW1",
                                  "hvp", "W1"),
     "output second-order term dropped": (MLP, "    Rdelta2 = Ra2*(a2*(1 - a2) - a2*(a2 - y) + (1 - a2)*(a2 - y))\n    Rdelta2 *= scale\n    delta2",
