@@ -1,4 +1,4 @@
-"""The `nnderive` command: build, generate, latex, verify, check, train."""
+"""The `nnderive` command: build, generate, latex, verify, check, list, train."""
 import argparse
 import importlib
 import sys
@@ -102,14 +102,19 @@ def cmd_verify(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from derive.errors import SpecError
+
     from .build import stale_files
+    if not Path(args.examples).is_dir():
+        raise SpecError("", "", f"there is no {args.examples.rstrip('/')}/ folder here",
+                        "run `nnderive check` in the project's top folder, or give --examples DIR")
     stale = stale_files(Path(args.examples), Path(args.generated))
     if stale:
         print(f"{len(stale)} stale file(s) in {args.generated}; run `nnderive build {args.examples}/*.toml`:")
         for s in stale:
             print(f"  {s}")
         return 1
-    print(f"{args.generated} is exactly what {args.examples} produces")
+    print(f"{args.generated}/ is up to date with {args.examples}/")
     return 0
 
 
@@ -123,37 +128,79 @@ _LAZY = {
 }
 
 
+def cmd_list(args) -> int:
+    from .listing import listing
+    print(listing(), end="")
+    return 0
+
+
+SPEC_HELP = "a network spec, a TOML file (see examples/*.toml)"
+OUTPUT_HELP = "the folder to write into (default: %(default)s)"
+
+
+class _Version(argparse.Action):
+    """argparse's action="version", reading the version only when asked (the metadata import is slow)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import __version__
+        print(f"{parser.prog} {__version__}")      # on standard output, as argparse's own version action
+        parser.exit()
+
+
 def parser(command: str | None = None) -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="nnderive", description="Derive, generate and verify neural-network gradients.")
+    p.add_argument("--version", action=_Version, help="show the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    b = sub.add_parser("build", help="derive + generate + LaTeX + verify: the main job")
-    b.add_argument("spec", nargs="+", metavar="SPEC")
-    b.add_argument("-o", "--output", default="generated", metavar="DIR")
+    b = sub.add_parser("build", help="derive + generate + LaTeX + verify: the main job",
+                       description="Derive each spec once, write its NumPy module, LaTeX and Markdown "
+                                   "documents, print the derivation's summary, then verify the module "
+                                   "(symbolic vs finite differences vs generated). Exit status 1 if a "
+                                   "check fails.")
+    b.add_argument("spec", nargs="+", metavar="SPEC", help=SPEC_HELP)
+    b.add_argument("-o", "--output", default="generated", metavar="DIR", help=OUTPUT_HELP)
     b.add_argument("--force", action="store_true", help="overwrite files nnderive did not write")
     b.set_defaults(run=cmd_build)
 
-    g = sub.add_parser("generate", help="write the NumPy module of each spec")
-    g.add_argument("spec", nargs="+", metavar="SPEC")
-    g.add_argument("-o", "--output", default="generated", metavar="DIR")
+    g = sub.add_parser("generate", help="write the NumPy module of each spec",
+                       description="Derive each spec and write its standalone NumPy module <name>.py "
+                                   "(forward, backward, loss_and_grad, sgd_step, hvp ...); no verification.")
+    g.add_argument("spec", nargs="+", metavar="SPEC", help=SPEC_HELP)
+    g.add_argument("-o", "--output", default="generated", metavar="DIR", help=OUTPUT_HELP)
     g.add_argument("--array-api", action="store_true",
                    help="also write <name>_xp.py: the same API for arrays of any array API namespace "
                         "(PyTorch, JAX, CuPy, NumPy ...); it imports array_api_compat")
     g.add_argument("--force", action="store_true", help="overwrite files nnderive did not write")
     g.set_defaults(run=cmd_generate)
 
-    v = sub.add_parser("verify", help="three-way gradient check: symbolic, finite differences, generated")
-    v.add_argument("spec", metavar="SPEC")
+    v = sub.add_parser("verify", help="three-way gradient check: symbolic, finite differences, generated",
+                       description="Check a module's gradients three ways: the symbolic derivation (proved "
+                                   "exactly on a small instance), finite differences and the generated code. "
+                                   "Exit status 1 on a mismatch.")
+    v.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
     v.add_argument("--module", metavar="FILE", help="the module to check (default: a fresh generation)")
     v.add_argument("--curvature", action="store_true",
                    help="also check hvp, gnvp, loss_grad_hvp and hessian: proof on a small instance (sp.diff twice), "
                         "finite differences of the gradient, symmetry, float32")
     v.set_defaults(run=cmd_verify)
 
-    c = sub.add_parser("check", help="generated/ is exactly what examples/ produce")
-    c.add_argument("--examples", default="examples", metavar="DIR")
-    c.add_argument("--generated", default="generated", metavar="DIR")
+    c = sub.add_parser("check", help="generated/ is exactly what examples/ produce",
+                       description="Regenerate every spec in the examples folder in memory and compare with "
+                                   "the generated folder, byte for byte; list missing, differing and orphaned "
+                                   "files (exit status 1). Run it in the project's top folder.")
+    c.add_argument("--examples", default="examples", metavar="DIR", help="the specs (default: %(default)s)")
+    c.add_argument("--generated", default="generated", metavar="DIR",
+                   help="the committed output (default: %(default)s)")
     c.set_defaults(run=cmd_check)
+
+    li = sub.add_parser("list", help="the activations, losses and optimizers there are",
+                        description="List the registered activations (formula in x, parameters and defaults), "
+                                    "losses (per-output formula in yhat and y) and optimizers "
+                                    "(hyperparameters and defaults).")
+    li.set_defaults(run=cmd_list)
     if command in _LAZY:
         module, builder, _ = _LAZY[command]
         getattr(importlib.import_module(module), builder)(sub)

@@ -264,7 +264,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("latex", help="the derivation as a LaTeX (or Markdown) document",
                        description="Write the whole derivation of SPEC as a LaTeX document (pdflatex, "
                                    "texlive-latex-base only) or as GitHub Markdown.")
-    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("spec", metavar="SPEC", help="a network spec, a TOML file (see examples/*.toml)")
     p.add_argument("-o", "--output", metavar="FILE", help="write FILE (default: standard output); "
                                                           "a .md name implies --markdown")
     p.add_argument("--markdown", action="store_true", help="Markdown with $...$ and $$...$$ (renders on GitHub)")

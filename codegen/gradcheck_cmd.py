@@ -10,9 +10,10 @@ def add_parser(sub) -> None:
                     "float32, and say for each wrong parameter what is wrong. FILE is a Python file with "
                     "either the generated module API (loss_and_grad, or forward and backward) or a function "
                     "grad(params, x, y) -> dict; FILE:NAME picks a function or object by name.")
-    g.add_argument("spec", metavar="SPEC")
-    g.add_argument("candidate", metavar="FILE[:NAME]")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("spec", metavar="SPEC", help="a network spec, a TOML file (see examples/*.toml)")
+    g.add_argument("candidate", metavar="FILE[:NAME]", help="the Python file to check, optionally :NAME in it")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds the random parameters and batches it is checked on (default: %(default)s)")
     g.set_defaults(run=cmd_gradcheck)
 
 

@@ -46,14 +46,16 @@ def add_parsers(sub) -> None:
     t = sub.add_parser("train", help="train a spec's network on data with mini-batches",
                        description="Generate the spec's module, then train it with shuffled mini-batches on "
                                    "a train/test split, printing one line per epoch.")
-    t.add_argument("spec", metavar="SPEC")
+    t.add_argument("spec", metavar="SPEC", help="a network spec, a TOML file (see examples/*.toml)")
     _data_arguments(t)
-    t.add_argument("--epochs", default=str(DEFAULTS["epochs"]), metavar="N", help="passes over the training set (20)")
-    t.add_argument("--batch-size", default=str(DEFAULTS["batch_size"]), metavar="B", help="examples per step (32)")
+    t.add_argument("--epochs", default=str(DEFAULTS["epochs"]), metavar="N",
+                   help="passes over the training set (%(default)s)")
+    t.add_argument("--batch-size", default=str(DEFAULTS["batch_size"]), metavar="B",
+                   help="examples per step (%(default)s)")
     t.add_argument("--optimizer", default=default, metavar="NAME", help=f"{', '.join(OPTIMIZERS)} ({default})")
     t.add_argument("--lr", metavar="LR", help=f"learning rate (default: the optimizer's own, "
                                               f"{default} {OPTIMIZERS[default].defaults['lr']:g})")
-    t.add_argument("--dtype", default="float64", metavar="TYPE", help="float64 or float32 (float64)")
+    t.add_argument("--dtype", default="float64", metavar="TYPE", help="float64 or float32 (%(default)s)")
     t.add_argument("--metrics", metavar="FILE.json", help="write the per-epoch losses and accuracy as JSON")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss and accuracy curves (needs matplotlib)")
     t.add_argument("--sharpness", action="store_true",
@@ -68,25 +70,32 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("surface", help="plot the loss over two chosen weights around the current point",
                        description="Plot the training loss as two parameter elements move around the current "
                                    "point (init_params(seed), or --load), all other parameters fixed.")
-    s.add_argument("spec", metavar="SPEC")
+    s.add_argument("spec", metavar="SPEC", help="a network spec, a TOML file (see examples/*.toml)")
     _data_arguments(s)
     s.add_argument("--params", nargs=2, required=True, metavar=("P1", "P2"),
                    help="two parameter elements, e.g. 'W1[0,0]' 'W1[0,1]' (quote them in the shell)")
     s.add_argument("-o", "--output", metavar="FILE.png", help="the PNG to write (default: NAME_surface.png)")
     s.add_argument("--load", metavar="FILE.npz", help="take the point from trained parameters")
     s.add_argument("--span", default=str(SURFACE_DEFAULTS["span"]), metavar="S",
-                   help="move each element by -S..S (1.0)")
+                   help="move each element by -S..S (%(default)s)")
     s.add_argument("--steps", default=str(SURFACE_DEFAULTS["steps"]), metavar="N",
-                   help="grid points per axis (41)")
+                   help="grid points per axis (%(default)s)")
     s.set_defaults(run=cmd_surface)
 
 
 def _data_arguments(p) -> None:
-    p.add_argument("--data", required=True, metavar="SOURCE", help="digits, mnist:DIR, csv:PATH, PATH.csv or PATH.npz")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="digits (scikit-learn's 8x8 digits), mnist:DIR (the MNIST IDX files in DIR, train and "
+                        "t10k, gzipped or not), csv:PATH or PATH.csv (comma-separated numbers, one example per "
+                        "row: the features, then one target, a value or a class label, in the last column; "
+                        "a first line with no number is a header), or PATH.npz (arrays x of shape "
+                        "(n, features...) and y: targets (n, outputs) or integer class labels (n,)). Class "
+                        "labels become one-hot rows for a loss other than sparse_cce when the output layer "
+                        "has more than one unit")
     p.add_argument("--seed", default=str(DEFAULTS["seed"]), metavar="S",
-                   help="seeds the split, the initial parameters and the shuffles (0)")
+                   help="seeds the split, the initial parameters and the shuffles (%(default)s)")
     p.add_argument("--test-fraction", default=str(DEFAULTS["test_fraction"]), metavar="F",
-                   help="share of the data held out for testing (0.2)")
+                   help="share of the data held out for testing (%(default)s)")
 
 
 def _flag(name: str) -> str:

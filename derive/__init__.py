@@ -5,11 +5,18 @@
 >>> d.layers[1].elementwise.fprime_a
 a*(1 - a)
 """
+import importlib.metadata as _metadata
+
 from .activations import ACTIVATIONS
 from .backprop import Derivation, derive
 from .errors import DerivationError, NnderiveError, SpecError, VerificationError
 from .losses import LOSSES
 from .spec import Dense, Network, load_spec
 
+try:
+    __version__ = _metadata.version("nnderive")
+except _metadata.PackageNotFoundError:      # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = ["ACTIVATIONS", "LOSSES", "Dense", "Derivation", "DerivationError", "Network", "NnderiveError",
-           "SpecError", "VerificationError", "derive", "load_spec"]
+           "SpecError", "VerificationError", "__version__", "derive", "load_spec"]

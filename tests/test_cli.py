@@ -108,3 +108,92 @@ def test_help_is_fast_and_lists_commands():
     assert r.returncode == 0
     for command in ("build", "generate", "latex", "verify", "check", "train"):
         assert command in r.stdout
+
+
+def test_version_needs_no_command():
+    import codegen
+    import derive
+    r = run_cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"nnderive {codegen.__version__}"
+    assert derive.__version__ == codegen.__version__ != "0+unknown"
+
+
+def test_version_falls_back_when_not_installed(monkeypatch):
+    import importlib
+    import importlib.metadata
+
+    import codegen
+    import derive
+    installed = codegen.__version__
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    monkeypatch.delattr(codegen, "__version__")      # read again, lazily
+    try:
+        assert codegen.__version__ == "0+unknown"
+        assert importlib.reload(derive).__version__ == "0+unknown"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(derive)
+    assert codegen.__version__ == derive.__version__ == installed
+
+
+def test_list_shows_every_registry_entry_in_80_columns():
+    from derive.activations import ACTIVATIONS
+    from derive.losses import LOSSES
+    from derive.optimizers import OPTIMIZERS
+    r = run_cli("list")
+    assert r.returncode == 0, r.stderr
+    assert all(len(line) <= 80 for line in r.stdout.splitlines()), r.stdout
+    names = {line.split()[0] for line in r.stdout.splitlines() if line.startswith("  ") and not line.startswith("   ")}
+    assert set(ACTIVATIONS) | set(LOSSES) | set(OPTIMIZERS) <= names
+    for text in ("1/(1 + exp(-x))", "x if x > 0, else alpha*x", "alpha=0.01", "beta=1",   # formulas, defaults
+                 "-y*log(yhat)", "integer class labels",                                 # losses, targets
+                 "lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08", "nesterov=False"):       # hyperparameters
+        assert text in r.stdout, text
+
+
+def test_list_reads_the_registries():
+    """Nothing is typed in the listing: a newly registered activation, loss or optimizer shows up."""
+    import sympy as sp
+
+    from codegen.listing import listing
+    from derive.activations import ACTIVATIONS, register
+    from derive.naming import X
+    from derive.optimizers import OPTIMIZERS, Optimizer
+    from derive.optimizers import register as register_optimizer
+    register("softsign_test", X / (1 + sp.Abs(X)), gamma=0.5)
+    register_optimizer(Optimizer("plain_test", "A test optimizer.", ((sp.Symbol("lr"), 0.25),), (), ()))
+    try:
+        text = listing()
+    finally:
+        del ACTIVATIONS["softsign_test"], OPTIMIZERS["plain_test"]
+    assert "softsign_test" in text and "x/(Abs(x) + 1)" in text and "gamma=0.5" in text
+    assert "plain_test" in text and "A test optimizer." in text and "lr=0.25" in text
+
+
+def _subparser(name):
+    from codegen.cli import parser
+    (sub,) = [a for a in parser(name)._actions if a.dest == "command"]
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("name", ["build", "generate", "latex", "verify", "check", "list", "train", "surface",
+                                  "gradcheck"])
+def test_every_command_has_a_description_and_helped_arguments(name):
+    p = _subparser(name)
+    assert p.description and len(p.description) > 40, name
+    for action in p._actions:
+        assert action.help, (name, action.dest)          # SPEC, -o DIR ... every argument says what it is
+    if any(a.dest == "output" and a.default for a in p._actions):
+        assert "(default: generated)" in " ".join(p.format_help().split()), name
+
+
+def test_train_help_says_what_the_data_files_hold():
+    text = " ".join(_subparser("train").format_help().split())
+    for needle in ("in the last column", "a header", "arrays x of shape (n, features...) and y",
+                   "integer class labels (n,)"):
+        assert needle in text, needle
