@@ -35,6 +35,23 @@ def build_module(tmp_path_factory):
     return build
 
 
+@pytest.fixture(scope="session")
+def matplotlib_config(request, tmp_path_factory):
+    """MPLCONFIGDIR for the session and its subprocesses: a folder of the tests' own (in .pytest_cache, so it
+    persists between runs), its font cache built here first. A subprocess that plots then finds the cache
+    instead of building it and printing "Matplotlib is building the font cache" on a fresh machine's stderr."""
+    import os
+    import subprocess
+    cache = getattr(request.config, "cache", None)      # None under -p no:cacheprovider
+    path = cache.mkdir("matplotlib") if cache is not None else tmp_path_factory.mktemp("matplotlib")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MPLCONFIGDIR", str(path))
+        # Without matplotlib this fails quietly; the tests that need it say so themselves.
+        subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], capture_output=True,
+                       env=os.environ.copy(), timeout=300)
+        yield path
+
+
 def run_cli(*args, cwd=None):
     """Run the nnderive command in a subprocess, as a user would."""
     import subprocess

@@ -55,6 +55,12 @@ NO_MATPLOTLIB = [sys.executable, "-c",
                  "from codegen.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _quiet_matplotlib(matplotlib_config):
+    """Every subprocess here asserts an empty stderr: matplotlib's first-run font cache message is built away."""
+    yield matplotlib_config
+
+
 def blobs(n=150, seed=0):
     """Three well separated Gaussian blobs in 4-D: labels 0, 1, 2."""
     rng = np.random.default_rng(seed)
