@@ -52,6 +52,23 @@ def matplotlib_config(request, tmp_path_factory):
         yield path
 
 
+def count_calls(fn, *args, expect=(), **kwargs):
+    """(fn's result, or the exception of an `expect`ed type it raised; the function calls it made, Python and C).
+
+    The measure of work for the tests' "this stays cheap" bounds: the same on every machine however busy,
+    where a clock would make CI fail on a slow runner. cProfile counts in C, at a small cost per call."""
+    import cProfile
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        outcome = fn(*args, **kwargs)
+    except expect as e:              # returned, for the caller to check beside the count
+        outcome = e
+    finally:
+        profile.disable()
+    return outcome, sum(entry.callcount for entry in profile.getstats())
+
+
 def run_cli(*args, cwd=None):
     """Run the nnderive command in a subprocess, as a user would."""
     import subprocess
