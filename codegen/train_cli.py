@@ -121,7 +121,7 @@ def _output(args, name: str) -> Path | None:
 
 def _data(net, source: str):
     """The data source loaded and checked against the spec: (x, y)."""
-    x, y = load(source, n_outputs=net.sizes[-1], loss=net.loss)
+    x, y = load(source, n_outputs=net.sizes[-1], loss=net.loss_entry)
     check_width(x, net.inputs, source)
     return x, y
 

@@ -8,7 +8,6 @@ import numpy as np
 import sympy as sp
 
 from .activations import softmax_instance
-from .losses import LOSSES
 from .naming import X, Y, YHAT
 from .spec import Network
 
@@ -99,7 +98,7 @@ def _activate(net: Network, l: int, z: list) -> list:
 
 
 def _targets(net: Network, y: np.ndarray) -> np.ndarray:
-    if LOSSES[net.loss].target == "labels":
+    if net.loss_entry.target == "labels":
         return np.eye(net.sizes[-1])[np.asarray(y, dtype=int)]
     return np.asarray(y, dtype=float).reshape(len(y), -1)
 
@@ -116,7 +115,7 @@ def example_output(net: Network, P: dict, x: list) -> tuple[list, list]:
 
 def output_loss(net: Network, a: list, y: list) -> sp.Expr:
     """The per-example loss of the outputs a (expressions or Symbols) and targets y."""
-    element = LOSSES[net.loss].element
+    element = net.loss_entry.element
     return sp.Add(*[element.xreplace({YHAT: ak, Y: yk}) for ak, yk in zip(a, y)])
 
 
@@ -136,7 +135,7 @@ def sample_batch(net: Network, rng, batch: int = 3):
     """Inputs and targets that suit the network's loss."""
     x = rng.normal(size=(batch, net.inputs))
     k = net.sizes[-1]
-    target = LOSSES[net.loss].target
+    target = net.loss_entry.target
     if target == "labels":
         y = rng.integers(0, k, size=batch)
     elif target == "onehot":

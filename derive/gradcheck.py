@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .losses import LOSSES
 from .naming import A, X, Y, YHAT
 from .spec import Network
 from .verify_checks import _num, _where, _zero_kinks, place_kinks, sample_point
@@ -109,11 +108,11 @@ def _cases(net: Network, grad, reference, seed: int, seeds: int, batches) -> lis
                 for kinks in (False, True) if kink_layers and b in (1, 3) else (False,):
                     p = {k: v.astype(dtype) for k, v in params.items()}
                     xx = x.astype(dtype)
-                    yy = y if LOSSES[net.loss].target == "labels" else y.astype(dtype)
+                    yy = y if net.loss_entry.target == "labels" else y.astype(dtype)
                     if kinks:
                         p = place_kinks(net, reference, p, xx, kink_layers)
                     p64 = {k: v.astype(np.float64) for k, v in p.items()}
-                    y64 = yy if LOSSES[net.loss].target == "labels" else yy.astype(np.float64)
+                    y64 = yy if net.loss_entry.target == "labels" else yy.astype(np.float64)
                     _, true = reference.loss_and_grad(p64, xx.astype(np.float64), y64)
                     _, cache = reference.forward(p64, xx.astype(np.float64))
                     case = _Case(b, dtype, kinks, xx, yy, p, {k: np.asarray(v) for k, v in true.items()}, None, cache)
@@ -331,10 +330,10 @@ def _layer_values(net, c, l):
 def _upstream(net, c, l):
     """dL/da_l at batch 1: from the loss formula at the output, else delta_{l+1} @ W_{l+1} of the truth."""
     if l == net.depth:
-        y = np.eye(net.sizes[-1])[np.asarray(c.y, dtype=int)] if LOSSES[net.loss].target == "labels" else \
+        y = np.eye(net.sizes[-1])[np.asarray(c.y, dtype=int)] if net.loss_entry.target == "labels" else \
             np.asarray(c.y, dtype=np.float64)
         _, a = _layer_values(net, c, l)
-        return np.asarray(evaluate_array(derivative(LOSSES[net.loss].element, YHAT), {YHAT: a, Y: y}), dtype=float)
+        return np.asarray(evaluate_array(derivative(net.loss_entry.element, YHAT), {YHAT: a, Y: y}), dtype=float)
     return c.true[f"b{l + 1}"][None] @ c.params[f"W{l + 1}"].astype(np.float64)
 
 

@@ -6,7 +6,6 @@ import sympy as sp
 from . import naming
 from .backprop import Derivation, _within, softmax_steps
 from .errors import DerivationError
-from .losses import LOSSES
 from .naming import A, X, Y, YHAT, YSUM
 from .spec import Network
 from .latex_curvature import curvature_section
@@ -48,7 +47,7 @@ def _layers_info(p: Pieces) -> list[dict]:
 def _names_table(p: Pieces) -> list[tuple[str, str, str, str]]:
     """(code names, symbol, shape, meaning) for every kind of array the derivation names."""
     L = p.L
-    labels = LOSSES[p.network.loss].target == "labels"
+    labels = p.network.loss_entry.target == "labels"
 
     def listed(names):
         return ", ".join(names) if len(names) <= 3 else f"{names[0]}, ..., {names[-1]}"

@@ -201,9 +201,7 @@ def small_instance(net, width: int = 2):
     the full-size module prints."""
     import dataclasses
 
-    from .spec import Dense
-    layers = tuple(Dense(min(layer.units, width), layer.activation, layer.formula, **layer.params)
-                   for layer in net.layers)
+    layers = tuple(layer.resized(min(layer.units, width)) for layer in net.layers)
     return dataclasses.replace(net, inputs=min(net.inputs, width), layers=layers)
 
 

@@ -21,7 +21,6 @@ import time
 import numpy as np
 import sympy as sp
 
-from .losses import LOSSES
 from .spec import Network
 from .verify_checks import Report, _num, _Rows, sample_point
 from .verify_numeric import evaluate_array
@@ -241,7 +240,7 @@ def _check_float32(net, module, rows, names, params, x, y, v):
     f32 = {p: a.astype(np.float32) for p, a in params.items()}
     v32 = {p: a.astype(np.float32) for p, a in v.items()}
     x32 = x.astype(np.float32)
-    y32 = y if LOSSES[net.loss].target == "labels" else y.astype(np.float32)
+    y32 = y if net.loss_entry.target == "labels" else y.astype(np.float32)
     before = [{p: a.copy() for p, a in d.items()} for d in (f32, v32)] + [x32.copy(), np.copy(y32)]
     results = {"hvp": module.hvp(f32, x32, y32, v32), "gnvp": module.gnvp(f32, x32, y32, v32)}
     _, g, h = module.loss_grad_hvp(f32, x32, y32, v32)

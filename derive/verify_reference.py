@@ -13,7 +13,6 @@ import numpy as np
 import sympy as sp
 
 from .activations import softmax_instance
-from .losses import LOSSES
 from .naming import X, Y, YHAT
 from .spec import Network
 from .verify_numeric import REAL, Evaluator, bounded, derivative, evaluate_array
@@ -37,8 +36,8 @@ def softmax(z):
 
 
 def _key(net: Network):
-    return (net.inputs, net.loss, tuple((la.units, la.activation, tuple(sorted(la.params.items())), la.formula)
-                                        for la in net.layers))
+    return (net.inputs, net.loss, net.loss_formula, tuple(sorted(net.loss_params.items())),
+            tuple((la.units, la.activation, tuple(sorted(la.params.items())), la.formula) for la in net.layers))
 
 
 _FORMULAS = {}
@@ -65,7 +64,7 @@ def preactivations(net: Network, params: dict, x) -> list:
 
 
 def targets(net: Network, y, batch: int) -> np.ndarray:
-    if LOSSES[net.loss].target == "labels":
+    if net.loss_entry.target == "labels":
         return np.eye(net.sizes[-1], dtype=REAL)[np.asarray(y, dtype=int)]
     return np.asarray(y, dtype=REAL).reshape(batch, -1)
 
@@ -118,7 +117,7 @@ class Trajectory:
             ok = isinstance(mod, np.ndarray) and mod.shape == a.shape and np.all(np.isfinite(mod))
             self.a.append(np.asarray(mod, dtype=REAL) if ok and l < net.depth else a)
         self.y = targets(net, y, self.batch)
-        element = LOSSES[net.loss].element
+        element = net.loss_entry.element
         yhat = self.a_ref[-1]
         self.loss_terms, self.loss_err = bounded(element, {YHAT: yhat, Y: self.y}, {YHAT: self.a_err[-1]})
         self.loss = self.loss_terms.sum() / self.batch
