@@ -55,6 +55,18 @@ class LayerDerivation:
 
 
 @dataclass(frozen=True)
+class PenaltyTerm:
+    """A weight penalty on one parameter: `element` (the coefficient times the registry's formula, in
+    penalties.W) summed over the parameter's entries; `gradient` is sp.diff of it by the entry."""
+
+    param: str           # W1, b2 ...
+    kind: str            # l2, l1 (penalties.PENALTIES)
+    coefficient: sp.Rational
+    element: sp.Expr
+    gradient: sp.Expr
+
+
+@dataclass(frozen=True)
 class Derivation:
     """Everything codegen and the LaTeX export need, derived once from a Network."""
 
@@ -63,6 +75,7 @@ class Derivation:
     output: OutputDelta
     loss: Loss
     indexed: dict = field(default_factory=dict)
+    penalty: tuple = ()       # PenaltyTerms, in layer order (W before b, l2 before l1)
 
     @property
     def depth(self) -> int:
@@ -419,6 +432,29 @@ def derive_output(net: Network) -> OutputDelta:
     return _elementwise_output(net.activation_formula(L), loss)
 
 
+def derive_penalty(net: Network) -> tuple:
+    """Every weight penalty of `net` as a PenaltyTerm: its element from the registry, its gradient by sp.diff.
+
+    >>> from derive.spec import Dense, Network
+    >>> t, = derive_penalty(Network("p", 2, [Dense(1, l2=0.01)], loss="mse"))
+    >>> t.param, t.element, t.gradient
+    ('W1', w**2/200, w/100)
+    """
+    from . import naming
+    from .losses import exact
+    from .penalties import PENALTIES, W, penalty_kind
+    terms = []
+    for l in range(1, net.depth + 1):
+        given = net.penalties(l)
+        for key in sorted(given, key=lambda k: (k.startswith("bias_"), k != "l2" and k != "bias_l2")):
+            kind, on_bias = penalty_kind(key)
+            coefficient = exact(given[key])
+            element = coefficient * PENALTIES[kind]
+            param = naming.bias(l) if on_bias else naming.weight(l)
+            terms.append(PenaltyTerm(param, kind, coefficient, element, diff(element, W)))
+    return tuple(terms)
+
+
 def derive(net: Network) -> Derivation:
     """Derive the whole backward pass of `net`; the cost does not depend on the layer widths.
 
@@ -428,4 +464,4 @@ def derive(net: Network) -> Derivation:
     ('fused', a - y)
     """
     layers = tuple(derive_layer(net, l) for l in range(1, net.depth + 1))
-    return Derivation(net, layers, derive_output(net), net.loss_entry, indexed_steps())
+    return Derivation(net, layers, derive_output(net), net.loss_entry, indexed_steps(), derive_penalty(net))

@@ -10,7 +10,7 @@ from .naming import A, X, Y, YHAT, YSUM
 from .spec import Network
 from .latex_curvature import curvature_section
 from .latex_expanded import expanded_section
-from .latex_layout import Equation, _partial, _shape, _text
+from .latex_layout import WIDTH, Equation, _partial, _shape, _text, split_lines, visible_width
 from .latex_printer import N, ROP, Z, at_layer, latex, symbol
 from .pieces import Pieces, function_tex
 
@@ -221,18 +221,24 @@ def _output(p: Pieces) -> dict:
         ew = d.layers[-1].elementwise
         factor = ew.backward_factor.xreplace(gen)
         dl = out.dloss_da.xreplace(gen)
-        chain = [_partial(ell, "a") + _partial("a", "z"), _ordered(dl, factor)]
+        chain = [_partial(ell, "a") + _partial("a", "z"),
+                 _ordered(dl, factor) if visible_width(_ordered(dl, factor)) <= WIDTH else dl * factor]
+        in_a = out.expr if out.in_a is None else out.in_a
         if out.kind == "fused":
             product = sp.factor(sp.simplify(dl * factor))
-            if sp.simplify(product - out.expr.xreplace(gen)) != 0:
-                raise DerivationError(f"the fused output delta {out.expr} does not match the chain rule {product}")
-        chain.append(out.expr.xreplace(gen))
+            if sp.simplify(product - in_a.xreplace(gen)) != 0:
+                raise DerivationError(f"the fused output delta {in_a} does not match the chain rule {product}")
+        chain.append(in_a.xreplace(gen))
         steps.append(Equation.chain(r"\delta = " + _partial(ell, "z"), *chain,
-                                    note=_text("fused, simplified by SymPy") if out.kind == "fused" else ""))
+                                    note=_text("fused, simplified by SymPy") if out.kind == "fused" else "",
+                                    width=NOTED if out.kind == "fused" else WIDTH))
+        if out.logs:
+            steps.append(Equation.chain("", out.expr.xreplace(gen), note=_text("the logs from the logits:"),
+                                        width=NOTED))
+            steps += [Equation.chain(latex(u.xreplace(gen)), v.xreplace(gen), width=NOTED) for u, v in out.logs]
         raw = Equation.chain(_partial(ell, "z"), out.raw.xreplace(gen))
-        if out.kind == "fused":
-            raw = raw + Equation.chain("", out.expr.xreplace(gen),
-                                       note=r"z = %s" % latex(ew.inverse.xreplace(gen)))
+        if out.kind == "fused" and ew.inverse is not None and out.in_a is None:
+            raw = raw + Equation.chain("", in_a.xreplace(gen), note=r"z = %s" % latex(ew.inverse.xreplace(gen)))
         raw_note = raw
     else:
         s = softmax_steps()
@@ -262,11 +268,29 @@ def _output(p: Pieces) -> dict:
             steps.append(Equation.chain("", expanded, final, note=note))
         raw_note = Equation.chain(_partial(ell, latex(sp.IndexedBase(symbol(naming.pre(L)))[1])),
                                   _instance(out.raw, L))
-    batch = Equation.chain(latex(symbol(naming.delta(L))), p.delta(L), note=_shape(N, net.sizes[L]))
+    batch = _over_n(latex(symbol(naming.delta(L))), p.delta(L), _shape(N, net.sizes[L]))
     if out.kind == "jvp":
         batch = Equation.chain(latex(symbol(f"g{L}")), p.upstream(L), note=_text("elementwise")) + batch
     return dict(kind=out.kind, vector=net.is_vector(L), steps=Equation([row for eq in steps for row in eq.rows]), raw=raw_note, batch=batch,
                 condition=None if out.condition is None else latex(out.condition))
+
+
+NOTED = 40    # glyphs of math on a line that also carries a note
+
+
+def _over_n(lhs: str, value: sp.Expr, note: str) -> Equation:
+    """lhs = value, a long (sum) / n written 1/n (...) over several lines (a fraction cannot break)."""
+    single = Equation.chain(lhs, value, note=note)
+    if len(single.rows) > 1 or visible_width(single.rows[0][1]) <= WIDTH or isinstance(value, sp.MatrixExpr):
+        return single
+    inner = value * N
+    if inner.has(N) or not isinstance(inner, sp.Add):
+        return single
+    lines = split_lines(inner, WIDTH - 8)
+    lines[0] = r"\frac{1}{n} \Bigl(" + lines[0]
+    lines[-1] += r"\Bigr)"
+    return Equation([(lhs if i == 0 else "", ("= " if i == 0 else r"\quad ") + line, note if i == len(lines) - 1 else "")
+                     for i, line in enumerate(lines)])
 
 
 def _recurrence(p: Pieces) -> list[dict]:

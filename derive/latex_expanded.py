@@ -6,7 +6,7 @@ import sympy as sp
 
 from . import naming
 from .nodes import unstable
-from .program import SCALE, Program, program
+from .program import RATE, SCALE, Program, program
 from .elementwise import at_kinks
 from .errors import DerivationError, NnderiveError
 from .spec import Network
@@ -37,7 +37,7 @@ def _one_example(prog: Program) -> dict:
     shapes = {s.name: s.shape for s in prog.forward}
     env = {"x": np.array([[_element("x", j) for j in range(net.inputs)]], dtype=object),
            "y": np.array([[_element("y", k) for k in range(net.sizes[-1])]], dtype=object),
-           SCALE.name: sp.S.One}
+           SCALE.name: sp.S.One, RATE.name: sp.S.One}
     for name, shape in shapes.items():
         env[name] = np.array([[_element(name, k) for k in range(shape[1])]], dtype=object)
     for name, M in param_symbols(net).items():

@@ -26,7 +26,7 @@ import numpy as np
 from .naming import X, Y, YHAT
 from .spec import Network
 from .verify_numeric import REAL, evaluate_array, kink_arguments
-from .verify_reference import Trajectory, _key, formula, pre_activation, preactivations
+from .verify_reference import Trajectory, _key, formula, penalty_terms, pre_activation, preactivations
 
 K_FORWARD = 16
 K_GRAD = 8
@@ -520,6 +520,12 @@ class _Case:
         """Does the path p +- h v cross a branch switch of some activation or of the loss?"""
         kinks = _layer_kinks(self.net)
         loss_kinks = kink_arguments(self.net.loss_entry.element)
+        name = f"{kind}{l}"
+        for param, term in penalty_terms(self.net):      # an l1 penalty's kink at w = 0, along this parameter
+            if param == name and kink_arguments(term):
+                P = np.asarray(self.params[name], dtype=np.float64)
+                if np.any(np.sign(P - h * V) != np.sign(P)) or np.any(np.sign(P + h * V) != np.sign(P)):
+                    return True
         if not any(kinks.values()) and not loss_kinks:
             return False
         signs = []

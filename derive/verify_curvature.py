@@ -180,7 +180,7 @@ def _check_gnvp(net, module, rows, split, params, x, y, u, v, crossing):
     else:
         H = split.hessians(at, t)
         n = len(x)
-        ref = float(np.einsum("ni,nij,nj->", ju[0], H, jv[0])) / n
+        ref = float(np.einsum("ni,nij,nj->", ju[0], H, jv[0])) / n + _penalty_curvature(net, params, u, v)
         # first order in each factor's error
         err = float(np.einsum("ni,nij,nj->", np.abs(ju[0]), np.abs(H), jv[1])
                     + np.einsum("ni,nij,nj->", ju[1], np.abs(H), np.abs(jv[0]))) / n
@@ -197,6 +197,19 @@ def _check_gnvp(net, module, rows, split, params, x, y, u, v, crossing):
     scale = math.sqrt(_dot(v, v) * _dot(gv, gv)) + 1e-300
     psd.record(max(0.0, -q) / (K_ROUND * _u64() * scale * (1 + max(net.sizes))), 1,
                lambda: f"v.G v = {_num(q)} < 0 for a loss convex in the split variable, batch {len(x)}")
+
+
+def _penalty_curvature(net: Network, params: dict, u: dict, v: dict) -> float:
+    """u^T H_penalty v: the weight penalty's second derivative (sp.diff twice of its per-entry formula,
+    from the spec: l2 gives its coefficient, l1 0 away from w = 0) at each penalised entry."""
+    from .expansion import penalty_terms
+    from .penalties import W as ENTRY
+    from .verify_numeric import derivative
+    total = 0.0
+    for name, term in penalty_terms(net):
+        d2 = evaluate_array(derivative(derivative(term, ENTRY), ENTRY), {ENTRY: np.asarray(params[name], np.float64)})
+        total += float(np.sum(np.asarray(u[name], np.float64) * np.asarray(d2, np.float64) * np.asarray(v[name], np.float64)))
+    return total
 
 
 def _check_api(net, module, rows, names, params, x, y, rng):
