@@ -160,7 +160,28 @@ def _loss(p: Pieces) -> dict:
     if out.loss_from == "logits":
         computed = Equation.chain(r"\ell_k", at_layer(out.loss_expr, L).xreplace(
             {symbol(naming.pre(L)): sp.IndexedBase(symbol(naming.pre(L)))[k], symbol("y"): y[k]}))
-    return dict(eqs=eqs, computed=computed, loss_from=out.loss_from)
+    penalty = None
+    if p.program.penalised:
+        # L = the data term + the penalty, whose terms are the Program's penalty statements
+        eqs = [Equation.chain("L", r"\frac{1}{n} \sum_{i=1}^{n} \ell\left(%s_{i}, y_{i}\right) + \Omega"
+                              % latex(symbol(naming.act(L))))]
+        eqs[0] = Equation.chain(ell, per) + eqs[0]
+        terms = []
+        for s in p.program.penalty:
+            coeff, total = s.expr.as_coeff_Mul()
+            terms.append(("" if coeff == 1 else latex(coeff) + " ") + latex(total))
+        penalty = Equation([(r"\Omega" if i == 0 else "", ("= " if i == 0 else r"\quad + ") + t, "")
+                            for i, t in enumerate(terms)])
+    settings = ", ".join(r"%s = %s" % (_param_name(k), latex(sp.nsimplify(v) if float(v) == int(v) else sp.Float(v, 6)))
+                         for k, v in d.loss.settings)
+    return dict(eqs=eqs, computed=computed, loss_from=out.loss_from, penalty=penalty, formula=d.loss.formula,
+                settings=settings)
+
+
+def _param_name(name: str) -> str:
+    """A parameter's name in math: a Greek letter's own symbol (delta -> \\delta), else upright text."""
+    from sympy.printing.latex import greek_letters_set
+    return "\\" + name if name.lower() in greek_letters_set else r"\mathrm{%s}" % name.replace("_", r"\_")
 
 
 def _activations(p: Pieces) -> list[dict]:
@@ -313,9 +334,11 @@ def _gradients(p: Pieces) -> Equation:
     for l in range(1, p.L + 1):
         W, b = symbol(naming.weight(l)), symbol(naming.bias(l))
         dW, db = symbol(naming.grad(naming.weight(l))), symbol(naming.grad(naming.bias(l)))
-        rows.append((_partial("L", latex(W)), "= %s = %s" % (latex(dW), latex(p.dW(l))),
-                     _shape(net.sizes[l], net.sizes[l - 1])))
-        rows.append((_partial("L", latex(b)), "= %s = %s" % (latex(db), latex(p.db(l))), _shape(net.sizes[l])))
+        for param, grad, data, shape in ((W, dW, p.dW(l), _shape(net.sizes[l], net.sizes[l - 1])),
+                                         (b, db, p.db(l), _shape(net.sizes[l]))):
+            extra = p.penalty_gradient(param.name)
+            tex = latex(data) + ("" if extra is None else " + " + latex(extra))
+            rows.append((_partial("L", latex(param)), "= %s = %s" % (latex(grad), tex), shape))
     return Equation(rows)
 
 

@@ -135,6 +135,18 @@ class NamePrinter(LatexPrinter):
         base = self._print(expr.base)
         return "{%s}_{%s}" % (base, "".join(self._print(i) for i in expr.indices))
 
+    def _print_Total(self, expr):
+        """A sum over every entry of a parameter: sum_{k, j} of the entry expression ({W^{(1)}}_{kj})."""
+        arg = expr.args[0]
+        params = sorted((s for s in arg.free_symbols if re.fullmatch(r"[Wb][1-9]\d*", s.name)), key=lambda s: s.name)
+        k, j = sp.symbols("k j", integer=True)
+        index = (k, j) if any(s.name[0] == "W" for s in params) else (k,)
+        entries = {s: sp.IndexedBase(s)[index if s.name[0] == "W" else (k,)] for s in params}
+        inner = self._print(arg.xreplace(entries))
+        if isinstance(arg, sp.Add):
+            inner = r"\left(%s\right)" % inner
+        return r"\sum_{%s} %s" % (", ".join(self._print(i) for i in index), inner)
+
     def _print_sign(self, expr, exp=None):
         tex = r"\operatorname{sgn}\left(%s\right)" % self._print(expr.args[0])
         return tex if exp is None else r"%s^{%s}" % (tex, exp)
