@@ -334,7 +334,19 @@ def _upstream(net, c, l):
             np.asarray(c.y, dtype=np.float64)
         _, a = _layer_values(net, c, l)
         return np.asarray(evaluate_array(derivative(net.loss_entry.element, YHAT), {YHAT: a, Y: y}), dtype=float)
-    return c.true[f"b{l + 1}"][None] @ c.params[f"W{l + 1}"].astype(np.float64)
+    return _delta(net, c, l + 1, c.true)[None] @ c.params[f"W{l + 1}"].astype(np.float64)
+
+
+def _delta(net, c, l, grads) -> np.ndarray:
+    """delta_l at batch 1 from db_l: db_l itself, less the bias penalty's slope where b_l is penalised."""
+    from .expansion import penalty_terms
+    from .penalties import W as ENTRY
+    db = np.asarray(grads[f"b{l}"], dtype=float)
+    b = c.params[f"b{l}"].astype(np.float64)
+    for name, term in penalty_terms(net):
+        if name == f"b{l}":
+            db = db - np.asarray(evaluate_array(derivative(term, ENTRY), {ENTRY: b}), dtype=float)
+    return db
 
 
 def _delta_analysis(net, l, cases) -> str | None:
@@ -347,7 +359,7 @@ def _delta_analysis(net, l, cases) -> str | None:
     zs, bad = [], []
     for c in ones:
         z, _ = _layer_values(net, c, l)
-        got, true = np.asarray(c.got[f"b{l}"], dtype=float), c.true[f"b{l}"]
+        got, true = _delta(net, c, l, c.got), _delta(net, c, l, c.true)
         zs.append(z[0])
         bad.append(~_close(got, true, c.dtype))
     zs, bad = np.concatenate(zs), np.concatenate(bad)
@@ -406,5 +418,5 @@ def _matches(net, l, c, h) -> bool:
             expect = np.asarray(h(z, a, g), dtype=float)[0]
     except Exception:
         return False
-    got = np.asarray(c.got[f"b{l}"], dtype=float)
+    got = _delta(net, c, l, c.got)
     return bool(np.all(_close(got, expect, c.dtype))) and np.all(np.isfinite(expect))
