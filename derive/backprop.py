@@ -5,7 +5,8 @@ from functools import lru_cache
 import sympy as sp
 
 from .activations import ACTIVATIONS, XV, softmax_instance
-from .elementwise import MAX_SIMPLIFY_OPS, ElementwiseDerivative, derive_elementwise, diff
+from .elementwise import (MAX_EXPANDED_TERMS, MAX_SIMPLIFY_OPS, ElementwiseDerivative, derive_elementwise, diff,
+                          expansion_size, small_enough)
 from .errors import DerivationError
 from .losses import Loss
 from .naming import A, LOGP, X, Y, YHAT, YSUM
@@ -123,7 +124,7 @@ def _has_pole(expr: sp.Expr) -> bool:
 def _without_poles(chain: sp.Expr) -> sp.Expr | None:
     """dL/da * f' with its poles in a cancelled (-y/a + (1 - y)/(1 - a) times a(1 - a) is a - y), collected
     over the logs of a with each coefficient factored; None where a pole remains or it is too large."""
-    if not _has_pole(chain) or sp.count_ops(chain) > MAX_CANCEL_OPS:
+    if not _has_pole(chain) or sp.count_ops(chain) > MAX_CANCEL_OPS or expansion_size(chain) > MAX_EXPANDED_TERMS:
         return None
     try:
         cancelled = sp.cancel(sp.together(chain))
@@ -153,6 +154,8 @@ def _from_logits(element: sp.Expr) -> sp.Expr:
     """The per-element loss in x, its logs as log(1 + exp(u)): expanded and collected in y (bce:
     softplus(x) - x y) unless that leaves a bare exp (which overflows) where the unexpanded form has none."""
     stable = _stable_log(element)
+    if expansion_size(stable) > MAX_EXPANDED_TERMS:
+        return sp.collect(stable, Y)
     expanded = sp.collect(sp.expand(stable), Y)
     if _bare_exp(stabilize(expanded)) and not _bare_exp(stabilize(stable)):
         return sp.collect(stable, Y)
@@ -172,7 +175,7 @@ def _elementwise_output(f: sp.Expr, loss: Loss) -> OutputDelta:
     chain = dloss_da * ew.backward_factor
     kind, expr = "chain", chain
     in_a = raw.xreplace({X: ew.inverse}) if ew.inverse is not None else None
-    if in_a is not None and sp.count_ops(in_a) <= MAX_SIMPLIFY_OPS:
+    if in_a is not None and small_enough(in_a):
         # Write dL/dz in a = f(z) and let SymPy simplify: sigmoid + bce gives a - y.
         try:
             fused = sp.factor(sp.simplify(in_a))
@@ -221,7 +224,7 @@ def _softmax_output(loss: Loss) -> OutputDelta:
         # z_k = log p_k represents any softmax output (softmax is shift-invariant); sum(p) = 1.
         d = diff(total, z[j]).subs(constrain)
         d = d.subs({zk: sp.log(pk) for zk, pk in zip(z, p)}).subs(p[-1], 1 - sum(p[:-1]))
-        if sp.count_ops(d) > MAX_SIMPLIFY_OPS:
+        if not small_enough(d):
             raise DerivationError("too large to simplify")
         return sp.factor(sp.simplify(d))
 
