@@ -242,8 +242,9 @@ def _output(p: Pieces) -> dict:
         ew = d.layers[-1].elementwise
         factor = ew.backward_factor.xreplace(gen)
         dl = out.dloss_da.xreplace(gen)
+        width = NOTED if out.kind == "fused" else WIDTH      # a fused delta's rows share a line with a note
         chain = [_partial(ell, "a") + _partial("a", "z"),
-                 _ordered(dl, factor) if visible_width(_ordered(dl, factor)) <= WIDTH else dl * factor]
+                 _ordered(dl, factor) if visible_width(_ordered(dl, factor)) <= width else dl * factor]
         in_a = out.expr if out.in_a is None else out.in_a
         if out.kind == "fused":
             product = sp.factor(sp.simplify(dl * factor))
@@ -252,7 +253,7 @@ def _output(p: Pieces) -> dict:
         chain.append(in_a.xreplace(gen))
         steps.append(Equation.chain(r"\delta = " + _partial(ell, "z"), *chain,
                                     note=_text("fused, simplified by SymPy") if out.kind == "fused" else "",
-                                    width=NOTED if out.kind == "fused" else WIDTH))
+                                    width=width))
         if out.logs:
             steps.append(Equation.chain("", out.expr.xreplace(gen), note=_text("the logs from the logits:"),
                                         width=NOTED))
@@ -292,7 +293,7 @@ def _output(p: Pieces) -> dict:
     batch = _over_n(latex(symbol(naming.delta(L))), p.delta(L), _shape(N, net.sizes[L]))
     if out.kind == "jvp":
         batch = Equation.chain(latex(symbol(f"g{L}")), p.upstream(L), note=_text("elementwise")) + batch
-    return dict(kind=out.kind, vector=net.is_vector(L), steps=Equation([row for eq in steps for row in eq.rows]), raw=raw_note, batch=batch,
+    return dict(kind=out.kind, cancelled=out.in_a is not None, vector=net.is_vector(L), steps=Equation([row for eq in steps for row in eq.rows]), raw=raw_note, batch=batch,
                 condition=None if out.condition is None else latex(out.condition))
 
 
