@@ -20,7 +20,7 @@ import sympy as sp
 from . import naming
 from .curvature import lower as lower_curvature
 from .backprop import Derivation, LayerDerivation, derive, matrix_steps
-from .naming import A, G, X
+from .naming import A, G, X, Y
 from .nodes import BatchSum, Dot, Like, LogSoftmax, T, Total, carries_array, is_mask
 from .stable import as_value, stabilize
 from .statements import RATE, SCALE, Assign, _names, array, softmax_jvp  # noqa: F401  (re-exported)
@@ -160,20 +160,40 @@ def _scaled(name: str, expr: sp.Expr, shape, about: str) -> list[Assign]:
     return [Assign(name, expr, shape, about=about), Assign(name, SCALE, shape, op="*=")]
 
 
+def _keeping_nan(expr: sp.Expr) -> sp.Expr:
+    """A loss's step in a product, Heaviside(u(a, y)), as a value that keeps NaN (sign(max(u, 0))): as a mask
+    (u > 0) it would be a confident 0 where a is NaN, and the other factors (hinge's -y) need not carry the NaN."""
+    def value(h):
+        u, h0 = h.args[0], (h.args[1] if len(h.args) > 1 else sp.S.Half)
+        if h0 == 0:
+            return as_value(h)
+        if h0 == 1:
+            return 1 - as_value(sp.Heaviside(-u, 0))
+        return h
+
+    def fix(m):
+        steps = [f for f in m.args if isinstance(f, sp.Heaviside) and f.args[0].has(A, Y)]
+        if not steps or not any(f.has(A, X, Y) for f in m.args if f not in steps):
+            return m
+        return m.xreplace({h: value(h) for h in steps})
+
+    return expr.replace(lambda e: e.is_Mul, fix)
+
+
 def _output_delta(d: Derivation, batch) -> list[Assign]:
     L, out = d.depth, d.output
     names = _names(L)
     a, delta = array(naming.act(L)), naming.delta(L)
     shape = (batch, d.network.sizes[-1])
     if out.kind == "jvp":
-        g = stabilize(out.dloss_da).xreplace(names)
+        g = _keeping_nan(stabilize(out.dloss_da)).xreplace(names)
         return ([Assign(naming.UPSTREAM, g if carries_array(g) else Like(g, a), shape,
                         about="dL/da, then the softmax Jacobian-vector product")]
                 + _scaled(delta, softmax_jvp(array(naming.UPSTREAM), a), shape, ""))
     how = "fused: derived and simplified by SymPy" if out.kind == "fused" else "dL/da * f'(z)"
     if out.condition is not None:
         how += ", using sum(y) = 1 (one-hot labels)"
-    expr = stabilize(sp.piecewise_fold(out.expr)).xreplace(names)
+    expr = _keeping_nan(stabilize(sp.piecewise_fold(out.expr))).xreplace(names)
     if expr == 0:
         return [Assign(delta, Like(0, a), shape, about=f"dL/d{naming.pre(L)} (not trainable)")]
     if not carries_array(expr):

@@ -6,7 +6,8 @@
 - finite differences: at full size, in float64, hvp(v) against Richardson-extrapolated central
   differences of the module's own gradient along v, and u.G v against (J u)^T H_out (J v), with J u
   and J v central differences of an independent float64 forward pass and H_out sp.diff of the loss
-  in the split variable, twice;
+  in the split variable, twice (plus u^T H_penalty v, the weight penalty's per-entry formula
+  differentiated twice, where the spec has one);
 - the module against itself: the Hessian is symmetric and its columns are hvp, u.H v = v.H u,
   G is positive semi-definite (every loss here is convex in the split variable), loss_grad_hvp is
   loss_and_grad and hvp, float32 stays float32, no argument is written into.

@@ -303,3 +303,18 @@ def test_the_python_api_takes_custom_losses():
     assert net.loss_entry.element.has(__import__("sympy").Rational(1, 2))
     with pytest.raises(SpecError, match="loss.formula: unknown function 'log2'"):
         Network("api", 2, [Dense(1, "sigmoid")], loss="mine", loss_formula="log2(y_hat)")
+
+
+@pytest.mark.parametrize("name", sorted(VERIFIED))
+def test_nan_is_never_hidden(name, build_module):
+    """A NaN input gives a NaN loss and NaN in every gradient it reaches, never a confident number."""
+    net = VERIFIED[name]
+    m = build_module(net)
+    rng = np.random.default_rng(0)
+    params = sample_params(net, rng)
+    x = rng.normal(size=(3, net.inputs))
+    x[1, 0] = np.nan
+    y = _targets({"hinge": "sign", "poisson": "counts", "focal": "binary"}.get(name, "normal"), rng, 3, net.sizes[-1])
+    loss, grads = m.loss_and_grad(params, x, y)
+    assert np.isnan(loss)
+    assert all(np.isnan(g).any() for g in grads.values()), {k: g for k, g in grads.items()}
