@@ -76,11 +76,11 @@ def module_context(prog: Program, source: str, flavour: str = "numpy") -> dict:
     pr = _Printer(prog, FLAVOURS[flavour].printer)
     forward = [pr.line(s) for s in prog.forward]
     backward = [pr.line(s) for s in prog.backward]
-    *loss_steps, total = prog.loss
+    *loss_steps, total = prog.data_loss
     output = prog.output
     values = list(dict.fromkeys(s.name for s in prog.forward))      # every array forward makes, in order
     backward_needs = _reads(prog.backward)
-    loss_needs = _reads(prog.loss)
+    loss_needs = _reads(prog.data_loss)
     curvature = _curvature_passes(prog)
     curvature_needs = _reads([s for statements in curvature.values() for s in statements])
     # What _forward hands on: the values backward, the loss or the curvature passes read, and the output last.
@@ -108,8 +108,16 @@ def module_context(prog: Program, source: str, flavour: str = "numpy") -> dict:
         grads=grads, grad_names=", ".join(g for _, g in grads),
         rgrad_names=", ".join(naming.rop(g) for _, g in grads),
         curvature=curvature_code,
+        penalised=prog.penalised, penalty_steps=[pr.line(s) for s in prog.penalty],
+        penalty_formula=penalty_text(prog),
         n_params=sum(math.prod(s) for s in net.param_shapes().values()),
     )
+
+
+def penalty_text(prog: Program) -> str:
+    """The penalty for a docstring, as the plain printer writes it: 0.005*sum(W1**2) + 0.001*sum(Abs(b1))."""
+    from derive.report import plain
+    return " + ".join(plain(s.expr) for s in prog.penalty)
 
 
 def render_module(prog: Program, source: str = "<python>", flavour: str = "numpy") -> str:

@@ -130,7 +130,7 @@ def _output(args, name: str) -> Path | None:
 
 def _data(net, source: str):
     """The data source loaded and checked against the spec: (x, y)."""
-    x, y = load(source, n_outputs=net.sizes[-1], loss=net.loss)
+    x, y = load(source, n_outputs=net.sizes[-1], loss=net.loss_entry)
     check_width(x, net.inputs, source)
     return x, y
 
@@ -191,7 +191,9 @@ def _print_epoch(epochs: int):
     def show(row, seconds):
         def fmt(value, spec):
             return "-" if value is None else format(value, spec)
-        print(f"epoch {row['epoch']:>{width}}/{epochs}  train loss {fmt(row['train_loss'], '.4f')}  "
+        penalty = (f" (data {fmt(row['train_data_loss'], '.4f')} + penalty {fmt(row['penalty'], '.4f')})"
+                   if "penalty" in row else "")
+        print(f"epoch {row['epoch']:>{width}}/{epochs}  train loss {fmt(row['train_loss'], '.4f')}{penalty}  "
               f"test loss {fmt(row['test_loss'], '.4f')}  test accuracy {fmt(row['test_accuracy'], '.4f')}  "
               + (f"sharpness {fmt(row['sharpness'], '.4g')}  " if "sharpness" in row else "")
               + f"{seconds:.2f} s", flush=True)

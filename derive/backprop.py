@@ -5,10 +5,12 @@ from functools import lru_cache
 import sympy as sp
 
 from .activations import ACTIVATIONS, XV, softmax_instance
-from .elementwise import MAX_SIMPLIFY_OPS, ElementwiseDerivative, derive_elementwise, diff
+from .elementwise import (MAX_EXPANDED_TERMS, MAX_SIMPLIFY_OPS, ElementwiseDerivative, derive_elementwise, diff,
+                          expansion_size, small_enough)
 from .errors import DerivationError
-from .losses import LOSSES, Loss
+from .losses import Loss
 from .naming import A, LOGP, X, Y, YHAT, YSUM
+from .stable import stabilize
 from .spec import Network
 
 # The softmax instance the vector derivations run on; the result is checked on a second index.
@@ -24,6 +26,8 @@ class OutputDelta:
           "jvp"    - softmax with a loss that does not fuse: delta = a * (g - sum(g * a)), g = dL/da.
     expr: for fused/chain the delta element in A, Y (and X); for jvp the element g in A, Y.
     loss_expr: the per-element loss in (X, Y) from logits, (LOGP, Y) from log-softmax, or (A, Y).
+    in_a: a fused delta in A, Y before logs of the output were taken from the logits (X) in `expr`,
+    as `logs` says (log(a) -> its form in x); else None.
     """
 
     kind: str
@@ -33,6 +37,8 @@ class OutputDelta:
     condition: sp.Expr | None
     loss_from: str
     loss_expr: sp.Expr
+    in_a: sp.Expr | None = None
+    logs: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,18 @@ class LayerDerivation:
 
 
 @dataclass(frozen=True)
+class PenaltyTerm:
+    """A weight penalty on one parameter: `element` (the coefficient times the registry's formula, in
+    penalties.W) summed over the parameter's entries; `gradient` is sp.diff of it by the entry."""
+
+    param: str           # W1, b2 ...
+    kind: str            # l2, l1 (penalties.PENALTIES)
+    coefficient: sp.Rational
+    element: sp.Expr
+    gradient: sp.Expr
+
+
+@dataclass(frozen=True)
 class Derivation:
     """Everything codegen and the LaTeX export need, derived once from a Network."""
 
@@ -58,6 +76,7 @@ class Derivation:
     output: OutputDelta
     loss: Loss
     indexed: dict = field(default_factory=dict)
+    penalty: tuple = ()       # PenaltyTerms, in layer order (W before b, l2 before l1)
 
     @property
     def depth(self) -> int:
@@ -93,6 +112,60 @@ def _simplest(*exprs):
     return min(exprs, key=sp.count_ops)
 
 
+MAX_CANCEL_OPS = 200     # cancel() only chain-rule products this small (focal on sigmoid: 26)
+
+
+def _has_pole(expr: sp.Expr) -> bool:
+    """Whether the output a appears in a denominator of expr (1/a, 1/(1 - a)): a division by 0 where a
+    saturates (a sigmoid rounds to 0 or 1)."""
+    return any(e.is_Pow and e.exp.is_negative and e.base.has(A) for e in sp.preorder_traversal(expr))
+
+
+def _without_poles(chain: sp.Expr) -> sp.Expr | None:
+    """dL/da * f' with its poles in a cancelled (-y/a + (1 - y)/(1 - a) times a(1 - a) is a - y), collected
+    over the logs of a with each coefficient factored; None where a pole remains or it is too large."""
+    if not _has_pole(chain) or sp.count_ops(chain) > MAX_CANCEL_OPS or expansion_size(chain) > MAX_EXPANDED_TERMS:
+        return None
+    try:
+        cancelled = sp.cancel(sp.together(chain))
+    except (NotImplementedError, sp.PolynomialError):
+        return None
+    if _has_pole(cancelled) or sp.count_ops(cancelled) > MAX_CANCEL_OPS:
+        return None
+    logs = sorted((e for e in cancelled.atoms(sp.log) if e.has(A)), key=sp.default_sort_key)
+    parts = sp.collect(sp.expand(cancelled), logs, evaluate=False)
+    return sp.Add(*[sp.factor(c) * term for term, c in sorted(parts.items(), key=lambda t: sp.default_sort_key(t[0]))])
+
+
+def _logs_from_logits(expr: sp.Expr, f: sp.Expr) -> tuple:
+    """(log(u(a)), its form in x) for every log of the output in expr that is a log-sigmoid in the
+    logits x once a = f(x) (log a = -log(1 + exp(-x)) for a sigmoid): finite where a rounds to 0 or 1."""
+    out = []
+    for e in sorted(expr.atoms(sp.log), key=sp.default_sort_key):
+        if not e.has(A):
+            continue
+        in_x = _stable_log(e.xreplace({A: f}))
+        if _logs_are_softplus(in_x) and not in_x.has(A):
+            out.append((e, in_x))
+    return tuple(out)
+
+
+def _from_logits(element: sp.Expr) -> sp.Expr:
+    """The per-element loss in x, its logs as log(1 + exp(u)): expanded and collected in y (bce:
+    softplus(x) - x y) unless that leaves a bare exp (which overflows) where the unexpanded form has none."""
+    stable = _stable_log(element)
+    if expansion_size(stable) > MAX_EXPANDED_TERMS:
+        return sp.collect(stable, Y)
+    expanded = sp.collect(sp.expand(stable), Y)
+    if _bare_exp(stabilize(expanded)) and not _bare_exp(stabilize(stable)):
+        return sp.collect(stable, Y)
+    return expanded
+
+
+def _bare_exp(expr: sp.Expr) -> bool:
+    return any(isinstance(e, sp.exp) for e in sp.preorder_traversal(expr))
+
+
 @lru_cache(maxsize=None)
 def _elementwise_output(f: sp.Expr, loss: Loss) -> OutputDelta:
     ew = derive_elementwise(f)
@@ -102,7 +175,7 @@ def _elementwise_output(f: sp.Expr, loss: Loss) -> OutputDelta:
     chain = dloss_da * ew.backward_factor
     kind, expr = "chain", chain
     in_a = raw.xreplace({X: ew.inverse}) if ew.inverse is not None else None
-    if in_a is not None and sp.count_ops(in_a) <= MAX_SIMPLIFY_OPS:
+    if in_a is not None and small_enough(in_a):
         # Write dL/dz in a = f(z) and let SymPy simplify: sigmoid + bce gives a - y.
         try:
             fused = sp.factor(sp.simplify(in_a))
@@ -110,14 +183,21 @@ def _elementwise_output(f: sp.Expr, loss: Loss) -> OutputDelta:
                 kind, expr = "fused", fused
         except NotImplementedError:
             pass
+    in_a, logs = None, ()
+    if kind == "chain":
+        # The chain rule divides by a or 1 - a where the loss takes their log (a focal loss): cancelled
+        # by SymPy, and those logs computed from the logits, the delta stays finite where a saturates.
+        fused = _without_poles(chain)
+        if fused is not None:
+            logs = _logs_from_logits(fused, f)
+            kind, expr, in_a = "fused", fused.xreplace(dict(logs)), fused
     loss_expr, loss_from = loss.element.subs(YHAT, A), "output"
     # From the logits only where the loss takes the log of the output (log-sigmoid): a loss that
     # does not (mse) is computed from the difference a - y, which does not cancel near the optimum.
     if loss.element.has(sp.log(YHAT)) and element.has(sp.log):
-        stable = _stable_log(element)
-        if _logs_are_softplus(stable):
-            loss_expr, loss_from = sp.collect(sp.expand(stable), Y), "logits"
-    return OutputDelta(kind, expr, raw, dloss_da, None, loss_from, loss_expr)
+        if _logs_are_softplus(_stable_log(element)):
+            loss_expr, loss_from = _from_logits(element), "logits"
+    return OutputDelta(kind, expr, raw, dloss_da, None, loss_from, loss_expr, in_a, logs)
 
 
 @lru_cache(maxsize=None)
@@ -144,7 +224,7 @@ def _softmax_output(loss: Loss) -> OutputDelta:
         # z_k = log p_k represents any softmax output (softmax is shift-invariant); sum(p) = 1.
         d = diff(total, z[j]).subs(constrain)
         d = d.subs({zk: sp.log(pk) for zk, pk in zip(z, p)}).subs(p[-1], 1 - sum(p[:-1]))
-        if sp.count_ops(d) > MAX_SIMPLIFY_OPS:
+        if not small_enough(d):
             raise DerivationError("too large to simplify")
         return sp.factor(sp.simplify(d))
 
@@ -348,11 +428,34 @@ def softmax_steps() -> SoftmaxSteps:
 
 
 def derive_output(net: Network) -> OutputDelta:
-    loss = LOSSES[net.loss]
+    loss = net.loss_entry
     L = net.depth
     if net.is_vector(L):
         return _softmax_output(loss)
     return _elementwise_output(net.activation_formula(L), loss)
+
+
+def derive_penalty(net: Network) -> tuple:
+    """Every weight penalty of `net` as a PenaltyTerm: its element from the registry, its gradient by sp.diff.
+
+    >>> from derive.spec import Dense, Network
+    >>> t, = derive_penalty(Network("p", 2, [Dense(1, l2=0.01)], loss="mse"))
+    >>> t.param, t.element, t.gradient
+    ('W1', w**2/200, w/100)
+    """
+    from . import naming
+    from .losses import exact
+    from .penalties import PENALTIES, W, penalty_kind
+    terms = []
+    for l in range(1, net.depth + 1):
+        given = net.penalties(l)
+        for key in sorted(given, key=lambda k: (k.startswith("bias_"), k != "l2" and k != "bias_l2")):
+            kind, on_bias = penalty_kind(key)
+            coefficient = exact(given[key])
+            element = coefficient * PENALTIES[kind]
+            param = naming.bias(l) if on_bias else naming.weight(l)
+            terms.append(PenaltyTerm(param, kind, coefficient, element, diff(element, W)))
+    return tuple(terms)
 
 
 def derive(net: Network) -> Derivation:
@@ -364,4 +467,4 @@ def derive(net: Network) -> Derivation:
     ('fused', a - y)
     """
     layers = tuple(derive_layer(net, l) for l in range(1, net.depth + 1))
-    return Derivation(net, layers, derive_output(net), LOSSES[net.loss], indexed_steps())
+    return Derivation(net, layers, derive_output(net), net.loss_entry, indexed_steps(), derive_penalty(net))

@@ -166,8 +166,7 @@ class _Pass:
                 return [], []
             if mine:
                 return [], [Assign(rname, dv, s.shape, op="+=")]
-            if cur == 0:
-                raise DerivationError(f"R{{{s.name}}} would start as an update of nothing: {s}")
+            # R{u + e} = R{u} + R{e}: a new array (R{u} is 0, or another array's alias)
             return [], self._set(s.name, cur + dv, s.shape, about)
         if s.op == "*=":
             # R{u * e} = R{u} e + u R{e}, with u the value before the update: emitted before s.
@@ -246,8 +245,10 @@ def gauss_newton_split(d, forward, backward) -> str:
     return "z" if _splits_at_logits(d, output, _known(forward)) else "a"
 
 
-def _gauss_newton(d, output_statements, rest, rf: dict, slopes: dict, known: dict) -> list:
-    """J^T H_out J v: H_out applied to R{z} (or R{a}) at the output, then backward with all else fixed."""
+def _gauss_newton(d, output_statements, rest, rf: dict, slopes: dict, known: dict, penalties=()) -> list:
+    """J^T H_out J v: H_out applied to R{z} (or R{a}) at the output, then backward with all else fixed;
+    plus the penalty's own Hessian times v (its gradient statements along v: l2 on the penalised entries,
+    0 for l1), exact and positive semi-definite, so that G stays PSD and H - G is the loss-slope term."""
     L = d.depth
     a, delta = naming.act(L), naming.delta(L)
     shape = output_statements[0].shape
@@ -281,17 +282,19 @@ def _gauss_newton(d, output_statements, rest, rf: dict, slopes: dict, known: dic
             out += before + after
         start = back.r[delta]
     p = _Pass({delta: start}, known)
+    along_v = ROperator({name: rf[name] for name in rf if naming.direction_of(str(rf[name])) == name}, known)
     for s in rest:
-        before, after = p.statement(s)
+        before, after = p.statement(s, value=along_v(s.expr) if s in penalties else None)
         out += before + after
     return out, p
 
 
-def lower(d, forward, backward, params, shapes: dict, factors: dict) -> tuple[tuple, tuple, tuple]:
+def lower(d, forward, backward, params, shapes: dict, factors: dict, penalties=()) -> tuple[tuple, tuple, tuple]:
     """The curvature passes of a Program: (R-forward, backward interleaved with R-backward, Gauss-Newton).
 
     factors: layer -> the f' the backward pass multiplies by (arrays), or None for a softmax.
     shapes: gradient name -> parameter name, for the zero results of terms that vanish.
+    penalties: the backward statements that add a weight penalty's gradient.
     """
     slopes = {naming.act(l): (naming.pre(l), f) for l, f in factors.items() if f is not None}
     known = _known(forward)
@@ -306,6 +309,6 @@ def lower(d, forward, backward, params, shapes: dict, factors: dict) -> tuple[tu
     rbackward += p.results(grads, shapes)
 
     output, rest = _output_split(backward, d.depth)
-    gn, gp = _gauss_newton(d, output, rest, rf, slopes, known)
+    gn, gp = _gauss_newton(d, output, rest, rf, slopes, known, penalties)
     gn += gp.results(grads, shapes)
     return tuple(rforward), tuple(rbackward), tuple(gn)

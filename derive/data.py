@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import SpecError, one_line
 from .files import read_regular
-from .losses import LOSSES
+from .losses import LOSSES, Loss
 
 # Losses whose targets are class labels as integers; every other loss takes float targets.
 LABEL_LOSSES = {name for name, loss in LOSSES.items() if loss.target == "labels"}
@@ -35,13 +35,14 @@ class DataError(SpecError):
     """A data source is missing, malformed or does not fit the spec; names the file and the fix."""
 
 
-def load(source: str, *, n_outputs: int, loss: str) -> tuple[np.ndarray, np.ndarray]:
+def load(source: str, *, n_outputs: int, loss: "str | Loss") -> tuple[np.ndarray, np.ndarray]:
     """Load a data source and shape its targets for the spec's loss.
 
     Args:
         source: `digits`, `mnist:DIR`, `csv:PATH` (or PATH.csv) or `PATH.npz`.
         n_outputs: units of the output layer.
-        loss: the spec's loss: class labels become one-hot rows for cce, mse, mae and
+        loss: the spec's loss (a registry name, or the Loss itself: a custom loss's targets are
+            its target kind): class labels become one-hot rows for cce, mse, mae and
             bce with n_outputs > 1, stay integers for sparse_cce, and become a
             column for a 1-output regression or bce.
 
@@ -55,7 +56,7 @@ def load(source: str, *, n_outputs: int, loss: str) -> tuple[np.ndarray, np.ndar
     >>> x.shape, y[:3]                                          # doctest: +SKIP
     ((1797, 64), array([0, 1, 2]))
     """
-    if loss not in KNOWN_LOSSES:
+    if not isinstance(loss, Loss) and loss not in KNOWN_LOSSES:
         raise DataError(source, "loss", f"unknown loss {loss!r}", f"use one of {', '.join(sorted(KNOWN_LOSSES))}")
     x, y = load_raw(source)
     return x, targets(y, n_outputs=n_outputs, loss=loss, source=source)
@@ -319,23 +320,25 @@ def _shapes(shapes: dict) -> str:
     return one_line(", ".join(f"{k} {tuple(v)}" for k, v in shapes.items()) or "(none)", 200)
 
 
-def targets(y: np.ndarray, *, n_outputs: int, loss: str, source: str = "") -> np.ndarray:
+def targets(y: np.ndarray, *, n_outputs: int, loss: "str | Loss", source: str = "") -> np.ndarray:
     """Shape targets for a loss: int labels (n,) for sparse_cce, else float64 (n, n_outputs).
 
     Labels (a 1-D y) become one-hot rows when the output layer has more than one
     unit; with one unit they become a column, which for bce must hold 0s and 1s.
     """
+    entry = loss if isinstance(loss, Loss) else LOSSES[loss]
+    loss, labelled = entry.name, entry.target == "labels"
     y = np.asarray(y)
     if not np.all(np.isfinite(y)):
         raise DataError(source, "y", "targets contain NaN or infinity", "remove or fill the missing targets")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if loss in LABEL_LOSSES or (y.ndim == 1 and n_outputs > 1):
+    if labelled or (y.ndim == 1 and n_outputs > 1):
         if y.ndim != 1:
             raise DataError(source, "y", f"{loss} takes integer class labels of shape (n,), not {y.shape}",
                             "store one label per example (np.argmax(y, axis=1) of one-hot rows)")
         labels = _labels(y, n_outputs, source)
-        if loss in LABEL_LOSSES:
+        if labelled:
             return labels
         return np.eye(n_outputs)[labels]
     if y.ndim == 1:
@@ -344,7 +347,7 @@ def targets(y: np.ndarray, *, n_outputs: int, loss: str, source: str = "") -> np
         raise DataError(source, "y", f"targets have {y.shape[1]} columns but the output layer has {n_outputs} units",
                         f"set the last layer's units = {y.shape[1]} or give {n_outputs} target columns")
     y = y.astype(np.float64)
-    if LOSSES[loss].needs == "probability" and (y.min() < 0 or y.max() > 1):
+    if entry.needs == "probability" and (y.min() < 0 or y.max() > 1):
         raise DataError(source, "y", f"bce targets must lie in [0, 1], found {y.min():g}..{y.max():g}",
                         "use 0/1 labels or probabilities, or another loss (mse) for regression")
     return y

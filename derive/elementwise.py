@@ -15,6 +15,8 @@ MAX_INVERT_OPS = 8        # solve a = f(x) for x only for formulas this small (s
 MAX_INVERT_CALLS = 2      # ... and with at most this many nested functions (softplus: log(1 + exp(x)), 2);
                           # solve() on tan(sin(tan(x))) runs for minutes
 MAX_SIMPLIFY_OPS = 60     # simplify/factor only expressions this small (sigmoid' in a: 12)
+MAX_EXPANDED_TERMS = 2000  # ... whose expansion has at most this many terms: count_ops((a - y)**99) is 3, but
+                           # simplify, cancel and expand multiply it out (a softmax instance: 5151 terms, minutes)
 
 # Forms the inversion a = f(x) -> x cannot handle; their derivatives are used in x.
 _NOT_INVERTIBLE = (sp.Piecewise, sp.Heaviside, sp.Max, sp.Min, sp.sign, sp.Abs, sp.erf)
@@ -107,6 +109,46 @@ def diff(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
     return at_kinks(sp.diff(expr, var), var)
 
 
+def expansion_size(expr: sp.Expr, cap: int = 10 ** 9) -> int:
+    """An upper estimate of the terms SymPy's expand (and simplify, cancel, factor, which expand) makes of
+    expr or of any part of it: multinomial counts of integer powers of sums, products of sums. No
+    expansion is done: the count is read off the tree.
+
+    >>> expansion_size((X + A + 1) ** 100), expansion_size((X + 1) * (A + 1))
+    (5151, 4)
+    """
+    import math
+    worst = [1]
+
+    def size(e) -> int:
+        if e.is_Atom:
+            return 1
+        if e.is_Add:
+            n = sum(size(a) for a in e.args)
+        elif e.is_Mul:
+            n = 1
+            for a in e.args:
+                n = min(cap, n * size(a))
+        elif e.is_Pow and e.exp.is_Integer:
+            k = size(e.base)
+            n = 1 if k == 1 else min(cap, math.comb(min(abs(int(e.exp)), cap) + k - 1, k - 1))
+        else:                          # a function, or a fractional power: its arguments expand on their own
+            for a in e.args:
+                size(a)
+            n = 1
+        n = min(cap, n)
+        worst[0] = max(worst[0], n)
+        return n
+
+    size(sp.sympify(expr))
+    return worst[0]
+
+
+def small_enough(expr: sp.Expr) -> bool:
+    """Whether simplify / factor / cancel / expand may run on expr: few operations, a small expansion."""
+    return sp.count_ops(expr) <= MAX_SIMPLIFY_OPS and expansion_size(expr) <= MAX_EXPANDED_TERMS
+
+
 def agree_numerically(e1: sp.Expr, e2: sp.Expr, var: sp.Symbol, points=(-2.3, -0.7, 0.4, 1.9)) -> bool:
     """e1 == e2 at several points to 40 digits (a guard on top of a symbolic proof)."""
     for p in points:
@@ -133,11 +175,11 @@ def _candidates(f: sp.Expr, fprime: sp.Expr):
 
 def _output_form(f: sp.Expr, fprime: sp.Expr) -> tuple[sp.Expr | None, sp.Expr | None]:
     """Find g with f'(x) = g(f(x)): substitute or solve, simplify, then prove g(f(x)) - f'(x) == 0."""
-    if not fprime.has(X) or sp.count_ops(fprime) > MAX_SIMPLIFY_OPS:
+    if not fprime.has(X) or not small_enough(fprime):
         return None, None
     try:
         for g, inv in _candidates(f, fprime):
-            if sp.count_ops(g) > MAX_SIMPLIFY_OPS:
+            if not small_enough(g):
                 continue
             simple = sp.simplify(g)
             g = min((g, simple, sp.factor(simple)), key=sp.count_ops)

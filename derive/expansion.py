@@ -8,8 +8,9 @@ import numpy as np
 import sympy as sp
 
 from .activations import softmax_instance
-from .losses import LOSSES
+from .losses import exact
 from .naming import X, Y, YHAT
+from .penalties import PENALTIES, W as ENTRY, penalty_kind
 from .spec import Network
 
 DIGITS = 40            # working precision of the exact evaluation
@@ -99,7 +100,7 @@ def _activate(net: Network, l: int, z: list) -> list:
 
 
 def _targets(net: Network, y: np.ndarray) -> np.ndarray:
-    if LOSSES[net.loss].target == "labels":
+    if net.loss_entry.target == "labels":
         return np.eye(net.sizes[-1])[np.asarray(y, dtype=int)]
     return np.asarray(y, dtype=float).reshape(len(y), -1)
 
@@ -116,7 +117,7 @@ def example_output(net: Network, P: dict, x: list) -> tuple[list, list]:
 
 def output_loss(net: Network, a: list, y: list) -> sp.Expr:
     """The per-example loss of the outputs a (expressions or Symbols) and targets y."""
-    element = LOSSES[net.loss].element
+    element = net.loss_entry.element
     return sp.Add(*[element.xreplace({YHAT: ak, Y: yk}) for ak, yk in zip(a, y)])
 
 
@@ -126,17 +127,35 @@ def example_loss(net: Network, P: dict, x: list, y: list) -> sp.Expr:
 
 
 def expanded_loss(net: Network, P: dict, x: np.ndarray, y: np.ndarray) -> sp.Expr:
-    """The batch loss as one scalar expression in the entries of P (x, y exact rationals)."""
+    """The batch loss as one scalar expression in the entries of P (x, y exact rationals), the weight
+    penalty included."""
     rational = np.vectorize(lambda v: sp.Rational(float(v)), otypes=[object])
     rows = zip(rational(x), rational(_targets(net, y)))
-    return sp.Add(*[example_loss(net, P, list(row), list(target)) for row, target in rows]) / len(x)
+    data = sp.Add(*[example_loss(net, P, list(row), list(target)) for row, target in rows]) / len(x)
+    return data + expanded_penalty(net, P)
+
+
+def penalty_terms(net: Network) -> list[tuple[str, sp.Expr]]:
+    """(parameter, per-entry penalty in penalties.W) for every penalty the spec gives: the coefficient times
+    the registry's formula (l2: w**2/2, l1: |w|). Read from the spec, never from the derivation."""
+    out = []
+    for l in range(1, net.depth + 1):
+        for key, value in net.penalties(l).items():
+            kind, on_bias = penalty_kind(key)
+            out.append((f"b{l}" if on_bias else f"W{l}", exact(value) * PENALTIES[kind]))
+    return out
+
+
+def expanded_penalty(net: Network, P: dict) -> sp.Expr:
+    """The weight penalty as one scalar expression in the entries of P."""
+    return sp.Add(*[term.xreplace({ENTRY: s}) for name, term in penalty_terms(net) for s in P[name]])
 
 
 def sample_batch(net: Network, rng, batch: int = 3):
     """Inputs and targets that suit the network's loss."""
     x = rng.normal(size=(batch, net.inputs))
     k = net.sizes[-1]
-    target = LOSSES[net.loss].target
+    target = net.loss_entry.target
     if target == "labels":
         y = rng.integers(0, k, size=batch)
     elif target == "onehot":

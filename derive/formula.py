@@ -1,4 +1,4 @@
-"""Parse a custom activation formula in x from untrusted text, without eval."""
+"""Parse a custom activation formula in x, or a loss formula in y_hat and y, from untrusted text, without eval."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import sympy as sp
 from derive.errors import SpecError
 
 X = sp.Symbol("x", real=True)
+YHAT = sp.Symbol("yhat", real=True)   # derive.naming's prediction and target symbols
+Y = sp.Symbol("y", real=True)
 
 MAX_LENGTH = 500  # characters
 MAX_NODES = 200  # operands and operations
@@ -124,6 +126,7 @@ _ALLOWED = (
     "a formula may use only x, pi, e, numbers, + - * / ** and the functions "
     + ", ".join(FUNCTIONS)
 )
+MAX_PARAMS = 8  # named parameters of one loss formula
 _VARIABLE_POWER = "for a variable exponent write exp(x*log(2)) instead of 2**x"
 
 
@@ -147,6 +150,53 @@ class _Term:
     bits: int  # bound on the size of the exact numbers inside it
     has_pow: bool
     root: int  # bound on the denominators of the fractional powers SymPy may form in it
+
+
+@dataclass(frozen=True)
+class _Language:
+    """What a formula may name: its variables (name in the text -> Symbol) and its parameters
+    (name -> exact number), and the words its messages use."""
+
+    variables: dict
+    params: dict
+    needs: sp.Symbol          # the variable the formula must depend on
+    example: str              # a formula of this kind, for messages
+    what: str                 # "activation" or "loss"
+
+    @property
+    def names(self) -> str:
+        return " and ".join(self.variables)
+
+    @property
+    def allowed(self) -> str:
+        params = "".join(f"{p}, " for p in self.params)
+        return (f"a formula may use only {', '.join(self.variables)}, {params}pi, e, numbers, + - * / ** and the "
+                "functions " + ", ".join(FUNCTIONS))
+
+
+ACTIVATION = _Language({"x": X}, {}, X, "x*sigmoid(x)", "activation")
+
+
+def parse_loss_formula(text: str, source: str = "", where: str = "loss.formula", params: dict | None = None) -> sp.Expr:
+    """Turn a loss formula in ``y_hat`` (one output) and ``y`` (its target) into a SymPy expression
+    in YHAT and Y, safely: the same parser, whitelist and bounds as parse_formula.
+
+    Args:
+        params: name -> number for the named parameters the formula may use (``gamma`` of a focal
+            loss); each becomes the exact rational of its shortest decimal form before SymPy sees it.
+
+    Raises:
+        SpecError: one line naming the place and the fix.
+
+    >>> parse_loss_formula("-(y*log(y_hat) + (1 - y)*log(1 - y_hat))")
+    -y*log(yhat) - (1 - y)*log(1 - yhat)
+    >>> parse_loss_formula("-y*(1 - y_hat)**gamma*log(y_hat)", params={"gamma": 2.0})
+    -y*(1 - yhat)**2*log(yhat)
+    """
+    from fractions import Fraction
+    exact = {k: Fraction(repr(float(v))) for k, v in (params or {}).items()}
+    language = _Language({"y_hat": YHAT, "y": Y}, exact, YHAT, "-y*log(y_hat)", "loss")
+    return _Parser(text, source, where, language).parse()
 
 
 def parse_formula(text: str, source: str = "", where: str = "formula") -> sp.Expr:
@@ -182,8 +232,9 @@ def parse_formula(text: str, source: str = "", where: str = "formula") -> sp.Exp
 class _Parser:
     """One parse: the raw text, where it came from, and the checks in the order they run."""
 
-    def __init__(self, text: object, source: str, where: str):
+    def __init__(self, text: object, source: str, where: str, language: _Language = ACTIVATION):
         self.raw, self.source, self.where = text, source, where
+        self.language = language
         self.text = ""
         self.offset = 0  # leading blanks stripped; columns are reported in the raw text
 
@@ -202,9 +253,10 @@ class _Parser:
         self.check_shape(tree.body)
         term = self.build(tree.body)
         whole = self.snippet(tree.body)
-        if not term.has_x or term.expr.free_symbols != {X}:
-            fix = "a constant activation has zero gradient; use x"
-            self.fail(f"{whole} does not depend on x", fix)
+        need = self.language.needs
+        if not term.has_x or need not in term.expr.free_symbols:
+            fix = f"a constant {self.language.what} has zero gradient; use {self.names_of(need)}"
+            self.fail(f"{whole} does not depend on {self.names_of(need)}", fix)
         depth = _tree_depth(term.expr)
         if depth > MAX_TREE_DEPTH:
             # SymPy's differentiation and printing recurse on the tree: ~120 levels (sigmoid nested
@@ -213,7 +265,7 @@ class _Parser:
                       f"more than {MAX_TREE_DEPTH}", "nest fewer functions")
         if term.expr.has(sp.zoo, sp.nan, sp.oo, sp.S.NegativeInfinity, sp.I):
             self.fail(
-                f"{whole} is {term.expr}, not a finite real function of x",
+                f"{whole} is {term.expr}, not a finite real function of {self.language.names}",
                 "remove the division by zero or the root of a negative number",
             )
         return term.expr
@@ -222,14 +274,15 @@ class _Parser:
         """Check the raw text, then let Python's parser tokenise it."""
         if not isinstance(self.raw, str):
             kind = type(self.raw).__name__
-            self.fail(f"formula must be text, got {kind}", 'quote it, e.g. "x*sigmoid(x)"')
+            self.fail(f"formula must be text, got {kind}", f'quote it, e.g. "{self.language.example}"')
         if len(self.raw) > MAX_LENGTH:
             what = f"formula has {len(self.raw)} characters, more than {MAX_LENGTH}"
             self.fail(what, "shorten it")
         self.text = self.raw.strip()
         self.offset = len(self.raw) - len(self.raw.lstrip())
         if not self.text:
-            self.fail("formula is empty", 'write a formula in x, e.g. "x*sigmoid(x)"')
+            self.fail("formula is empty",
+                      f'write a formula in {self.language.names}, e.g. "{self.language.example}"')
         if "#" in self.text:
             # Python's parser would drop it, and the documents would still quote it.
             column = self.text.index("#") + 1 + self.offset
@@ -250,7 +303,7 @@ class _Parser:
         except SyntaxError as error:
             message = " ".join(str(error.msg).split())
             column = f" at column {error.offset + self.offset}" if error.offset else ""
-            self.fail(f"{message}{column}", f"{_ALLOWED}; check the brackets and operators")
+            self.fail(f"{message}{column}", f"{self.language.allowed}; check the brackets and operators")
         except (RecursionError, MemoryError, ValueError, OverflowError):
             self.fail("formula is nested too deeply to parse", "simplify it")
 
@@ -286,7 +339,7 @@ class _Parser:
                 }
                 self.fail(
                     f"{spelled.get(kind, repr(node.value))} {self.at(node)} is not allowed",
-                    f"{_ALLOWED}; remove {self.snippet(node)}",
+                    f"{self.language.allowed}; remove {self.snippet(node)}",
                 )
             return []
         if isinstance(node, ast.Name):
@@ -297,7 +350,7 @@ class _Parser:
             return list(node.args)
         thing = _SPELLED.get(type(node), type(node).__name__)
         self.fail(
-            f"{thing} {self.at(node)} is not allowed", f"{_ALLOWED}; remove {self.snippet(node)}"
+            f"{thing} {self.at(node)} is not allowed", f"{self.language.allowed}; remove {self.snippet(node)}"
         )
 
     def refuse_operator(self, node: ast.BinOp | ast.UnaryOp) -> NoReturn:
@@ -305,23 +358,34 @@ class _Parser:
         hint = "for a power write ** (^ is bitwise xor)" if symbol == "^" else "use + - * / **"
         self.fail(
             f"operator {symbol!r} in {self.snippet(node)} {self.at(node)} is not allowed",
-            f"{_ALLOWED}; {hint}",
+            f"{self.language.allowed}; {hint}",
         )
 
+    def names_of(self, symbol: sp.Symbol) -> str:
+        return next(name for name, s in self.language.variables.items() if s == symbol)
+
+    def known(self) -> list[str]:
+        """The names a formula may use (not the functions)."""
+        return [*self.language.variables, *self.language.params, *CONSTANTS]
+
     def check_name(self, node: ast.Name) -> None:
-        if node.id == "x" or node.id in CONSTANTS:
+        if node.id in self.known():
             return
+        first = next(iter(self.language.variables))
         if node.id in FUNCTIONS:
-            self.fail(f"{node.id!r} {self.at(node)} is a function", f"call it, e.g. {node.id}(x)")
-        known = ["x", *CONSTANTS]
-        self.fail(f"unknown name {node.id!r} {self.at(node)}", self.suggest(node.id, known))
+            self.fail(f"{node.id!r} {self.at(node)} is a function", f"call it, e.g. {node.id}({first})")
+        known = self.known()
+        fix = self.suggest(node.id, known)
+        if self.language.what == "loss":
+            fix += f"; or give it a value beside the formula (e.g. {node.id} = 1.0) to make it a parameter"
+        self.fail(f"unknown name {node.id!r} {self.at(node)}", fix)
 
     def check_call(self, node: ast.Call) -> None:
         name = node.func.id if isinstance(node.func, ast.Name) else None
         if name not in FUNCTIONS:
             if name is None:
                 what = f"call of {self.snippet(node.func)}"
-            elif name == "x" or name in CONSTANTS:
+            elif name in self.known():
                 self.fail(
                     f"{name!r} {self.at(node)} is called but is not a function",
                     f"for a product write {name}*(...)",
@@ -329,7 +393,7 @@ class _Parser:
             else:
                 what = f"unknown function {name!r}"
             self.fail(f"{what} {self.at(node)}", self.suggest(name or "", list(FUNCTIONS)))
-        by_position = f"pass the argument by position, e.g. {name}(x)"
+        by_position = f"pass the argument by position, e.g. {name}({next(iter(self.language.variables))})"
         if node.keywords:
             self.fail(f"keyword argument in {self.snippet(node)} {self.at(node)}", by_position)
         if any(isinstance(arg, ast.Starred) for arg in node.args):
@@ -339,12 +403,13 @@ class _Parser:
             arguments = f"{arity} argument{'s' * (arity > 1)}"
             self.fail(
                 f"{name} {self.at(node)} takes {arguments}, got {len(node.args)}",
-                f"write {name}({', '.join(['x', '0'][:arity])})",
+                f"write {name}({', '.join([next(iter(self.language.variables)), '0'][:arity])})",
             )
 
     def suggest(self, name: str, known: list[str]) -> str:
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-        return f"did you mean {close[0]!r}? {_ALLOWED}" if close else _ALLOWED
+        allowed = self.language.allowed
+        return f"did you mean {close[0]!r}? {allowed}" if close else allowed
 
     def build(self, node: ast.expr) -> _Term:
         """Build the SymPy expression bottom-up, checking each node before SymPy evaluates it.
@@ -354,8 +419,11 @@ class _Parser:
         if isinstance(node, ast.Constant):
             return self.number(node)
         if isinstance(node, ast.Name):
-            if node.id == "x":
-                return _Term(X, True, None, 0, False, 1)  # x adds no digits
+            if node.id in self.language.variables:
+                return _Term(self.language.variables[node.id], True, None, 0, False, 1)  # x adds no digits
+            if node.id in self.language.params:
+                exact = self.language.params[node.id]
+                return self.exact_number(node, exact)
             expr, value = CONSTANTS[node.id]
             return _Term(expr, False, value, 1, False, 1)
         if isinstance(node, ast.UnaryOp):
@@ -382,6 +450,9 @@ class _Parser:
                     if decimal.adjusted() > 0 else f"number {self.snippet(node)} {self.at(node)} is too small"
                 self.fail(what, "use a number between 1e-300 and 1e15 in size, or 0")
             exact = Fraction(decimal)
+        return self.exact_number(node, exact)
+
+    def exact_number(self, node: ast.expr, exact: Fraction) -> _Term:
         if abs(exact) > MAX_CONSTANT:
             what = f"number {self.snippet(node)} {self.at(node)} is beyond +-{MAX_CONSTANT:g}"
             self.fail(what, "use a smaller number")
@@ -423,8 +494,9 @@ class _Parser:
     def check_exponent(self, node: ast.BinOp, exponent: _Term) -> None:
         """An exponent must be a constant of size at most MAX_EXPONENT, with no ** inside."""
         if exponent.has_x:
-            what = f"exponent of {self.snippet(node)} {self.at(node)} contains x"
-            self.fail(what, _VARIABLE_POWER)
+            what = f"exponent of {self.snippet(node)} {self.at(node)} contains {self.language.names}"
+            self.fail(what, _VARIABLE_POWER if self.language.what == "activation" else
+                      "for a variable exponent write exp(y*log(2)) instead of 2**y")
         if exponent.has_pow:
             self.fail(
                 f"power tower {self.snippet(node)} {self.at(node)} is not allowed",
@@ -488,7 +560,8 @@ class _Parser:
         number has a float value the checks above can use.
         """
         if has_x and not expr.free_symbols:
-            self.fail(f"x cancels out of {self.snippet(node)} {self.at(node)}", "remove that part")
+            self.fail(f"{self.language.names} cancel{'s' * (len(self.language.variables) == 1)} out of "
+                      f"{self.snippet(node)} {self.at(node)}", "remove that part")
         return _Term(expr, has_x, value, bits, has_pow, root)
 
     def sympy(self, node: ast.expr, build: Callable[..., sp.Expr], *args: sp.Expr) -> sp.Expr:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .losses import LOSSES
 from .naming import A, X, Y, YHAT
 from .spec import Network
 from .verify_checks import _num, _where, _zero_kinks, place_kinks, sample_point
@@ -109,11 +108,11 @@ def _cases(net: Network, grad, reference, seed: int, seeds: int, batches) -> lis
                 for kinks in (False, True) if kink_layers and b in (1, 3) else (False,):
                     p = {k: v.astype(dtype) for k, v in params.items()}
                     xx = x.astype(dtype)
-                    yy = y if LOSSES[net.loss].target == "labels" else y.astype(dtype)
+                    yy = y if net.loss_entry.target == "labels" else y.astype(dtype)
                     if kinks:
                         p = place_kinks(net, reference, p, xx, kink_layers)
                     p64 = {k: v.astype(np.float64) for k, v in p.items()}
-                    y64 = yy if LOSSES[net.loss].target == "labels" else yy.astype(np.float64)
+                    y64 = yy if net.loss_entry.target == "labels" else yy.astype(np.float64)
                     _, true = reference.loss_and_grad(p64, xx.astype(np.float64), y64)
                     _, cache = reference.forward(p64, xx.astype(np.float64))
                     case = _Case(b, dtype, kinks, xx, yy, p, {k: np.asarray(v) for k, v in true.items()}, None, cache)
@@ -331,11 +330,23 @@ def _layer_values(net, c, l):
 def _upstream(net, c, l):
     """dL/da_l at batch 1: from the loss formula at the output, else delta_{l+1} @ W_{l+1} of the truth."""
     if l == net.depth:
-        y = np.eye(net.sizes[-1])[np.asarray(c.y, dtype=int)] if LOSSES[net.loss].target == "labels" else \
+        y = np.eye(net.sizes[-1])[np.asarray(c.y, dtype=int)] if net.loss_entry.target == "labels" else \
             np.asarray(c.y, dtype=np.float64)
         _, a = _layer_values(net, c, l)
-        return np.asarray(evaluate_array(derivative(LOSSES[net.loss].element, YHAT), {YHAT: a, Y: y}), dtype=float)
-    return c.true[f"b{l + 1}"][None] @ c.params[f"W{l + 1}"].astype(np.float64)
+        return np.asarray(evaluate_array(derivative(net.loss_entry.element, YHAT), {YHAT: a, Y: y}), dtype=float)
+    return _delta(net, c, l + 1, c.true)[None] @ c.params[f"W{l + 1}"].astype(np.float64)
+
+
+def _delta(net, c, l, grads) -> np.ndarray:
+    """delta_l at batch 1 from db_l: db_l itself, less the bias penalty's slope where b_l is penalised."""
+    from .expansion import penalty_terms
+    from .penalties import W as ENTRY
+    db = np.asarray(grads[f"b{l}"], dtype=float)
+    b = c.params[f"b{l}"].astype(np.float64)
+    for name, term in penalty_terms(net):
+        if name == f"b{l}":
+            db = db - np.asarray(evaluate_array(derivative(term, ENTRY), {ENTRY: b}), dtype=float)
+    return db
 
 
 def _delta_analysis(net, l, cases) -> str | None:
@@ -348,7 +359,7 @@ def _delta_analysis(net, l, cases) -> str | None:
     zs, bad = [], []
     for c in ones:
         z, _ = _layer_values(net, c, l)
-        got, true = np.asarray(c.got[f"b{l}"], dtype=float), c.true[f"b{l}"]
+        got, true = _delta(net, c, l, c.got), _delta(net, c, l, c.true)
         zs.append(z[0])
         bad.append(~_close(got, true, c.dtype))
     zs, bad = np.concatenate(zs), np.concatenate(bad)
@@ -407,5 +418,5 @@ def _matches(net, l, c, h) -> bool:
             expect = np.asarray(h(z, a, g), dtype=float)[0]
     except Exception:
         return False
-    got = np.asarray(c.got[f"b{l}"], dtype=float)
+    got = _delta(net, c, l, c.got)
     return bool(np.all(_close(got, expect, c.dtype))) and np.all(np.isfinite(expect))

@@ -11,7 +11,7 @@ from .latex_printer import N, ROP, ROP_GN, _NAME, NamePrinter, symbol, tex_name
 from .naming import YSUM
 from .nodes import BatchSum, Dot, Like, T, UnitSum
 from .pieces import Pieces
-from .statements import SCALE, array
+from .statements import RATE, SCALE, array
 
 _MATRIX = (Dot, T, BatchSum, UnitSum)
 SECOND_ORDER = "second-order term"
@@ -75,7 +75,7 @@ class _Reader:
                     raise ValueError(f"unknown statement op {s.op!r}")
             self.pending[s.name] = terms
             self.last_op[s.name] = s.op
-            if is_r and self._next_r_write(i) != s.name:
+            if is_r and self._next_r_write(i) != s.name and not self._gradient_updated_later(s.name, i):
                 self._show(s.name, i + 1)
         for name in [n for n in self.pending if naming.rop_of(n) is not None]:
             self._show(name, len(self.stmts))
@@ -90,7 +90,13 @@ class _Reader:
             if sym.name in self.shown:
                 reps[sym] = self.shown[sym.name]
         expr = expr.xreplace(reps).replace(lambda e: isinstance(e, Like), lambda e: e.args[0])
-        return expr.xreplace({SCALE: 1 / N})
+        return expr.xreplace({SCALE: 1 / N, RATE: 1})
+
+    def _gradient_updated_later(self, name: str, i: int) -> bool:
+        """R{dW1} with a penalty's update at the end of the pass: shown once, with every term (nothing
+        reads a gradient in between)."""
+        base = naming.rop_of(name)
+        return bool(base) and base[:2] in ("dW", "db") and any(s.name == name for s in self.stmts[i + 1:])
 
     def _next_r_write(self, i: int) -> str | None:
         return next((s.name for s in self.stmts[i + 1:] if naming.rop_of(s.name) is not None), None)

@@ -6,12 +6,11 @@ import sympy as sp
 from . import naming
 from .backprop import Derivation, _within, softmax_steps
 from .errors import DerivationError
-from .losses import LOSSES
 from .naming import A, X, Y, YHAT, YSUM
 from .spec import Network
 from .latex_curvature import curvature_section
 from .latex_expanded import expanded_section
-from .latex_layout import Equation, _partial, _shape, _text
+from .latex_layout import WIDTH, Equation, _partial, _shape, _text, split_lines, visible_width
 from .latex_printer import N, ROP, Z, at_layer, latex, symbol
 from .pieces import Pieces, function_tex
 
@@ -48,7 +47,7 @@ def _layers_info(p: Pieces) -> list[dict]:
 def _names_table(p: Pieces) -> list[tuple[str, str, str, str]]:
     """(code names, symbol, shape, meaning) for every kind of array the derivation names."""
     L = p.L
-    labels = LOSSES[p.network.loss].target == "labels"
+    labels = p.network.loss_entry.target == "labels"
 
     def listed(names):
         return ", ".join(names) if len(names) <= 3 else f"{names[0]}, ..., {names[-1]}"
@@ -161,7 +160,28 @@ def _loss(p: Pieces) -> dict:
     if out.loss_from == "logits":
         computed = Equation.chain(r"\ell_k", at_layer(out.loss_expr, L).xreplace(
             {symbol(naming.pre(L)): sp.IndexedBase(symbol(naming.pre(L)))[k], symbol("y"): y[k]}))
-    return dict(eqs=eqs, computed=computed, loss_from=out.loss_from)
+    penalty = None
+    if p.program.penalised:
+        # L = the data term + the penalty, whose terms are the Program's penalty statements
+        eqs = [Equation.chain("L", r"\frac{1}{n} \sum_{i=1}^{n} \ell\left(%s_{i}, y_{i}\right) + \Omega"
+                              % latex(symbol(naming.act(L))))]
+        eqs[0] = Equation.chain(ell, per) + eqs[0]
+        terms = []
+        for s in p.program.penalty:
+            coeff, total = s.expr.as_coeff_Mul()
+            terms.append(("" if coeff == 1 else latex(coeff) + " ") + latex(total))
+        penalty = Equation([(r"\Omega" if i == 0 else "", ("= " if i == 0 else r"\quad + ") + t, "")
+                            for i, t in enumerate(terms)])
+    settings = ", ".join(r"%s = %s" % (_param_name(k), latex(sp.nsimplify(v) if float(v) == int(v) else sp.Float(v, 6)))
+                         for k, v in d.loss.settings)
+    return dict(eqs=eqs, computed=computed, loss_from=out.loss_from, penalty=penalty, formula=d.loss.formula,
+                settings=settings)
+
+
+def _param_name(name: str) -> str:
+    """A parameter's name in math: a Greek letter's own symbol (delta -> \\delta), else upright text."""
+    from sympy.printing.latex import greek_letters_set
+    return "\\" + name if name.lower() in greek_letters_set else r"\mathrm{%s}" % name.replace("_", r"\_")
 
 
 def _activations(p: Pieces) -> list[dict]:
@@ -222,18 +242,25 @@ def _output(p: Pieces) -> dict:
         ew = d.layers[-1].elementwise
         factor = ew.backward_factor.xreplace(gen)
         dl = out.dloss_da.xreplace(gen)
-        chain = [_partial(ell, "a") + _partial("a", "z"), _ordered(dl, factor)]
+        width = NOTED if out.kind == "fused" else WIDTH      # a fused delta's rows share a line with a note
+        chain = [_partial(ell, "a") + _partial("a", "z"),
+                 _ordered(dl, factor) if visible_width(_ordered(dl, factor)) <= width else dl * factor]
+        in_a = out.expr if out.in_a is None else out.in_a
         if out.kind == "fused":
             product = sp.factor(sp.simplify(dl * factor))
-            if sp.simplify(product - out.expr.xreplace(gen)) != 0:
-                raise DerivationError(f"the fused output delta {out.expr} does not match the chain rule {product}")
-        chain.append(out.expr.xreplace(gen))
+            if sp.simplify(product - in_a.xreplace(gen)) != 0:
+                raise DerivationError(f"the fused output delta {in_a} does not match the chain rule {product}")
+        chain.append(in_a.xreplace(gen))
         steps.append(Equation.chain(r"\delta = " + _partial(ell, "z"), *chain,
-                                    note=_text("fused, simplified by SymPy") if out.kind == "fused" else ""))
+                                    note=_text("fused, simplified by SymPy") if out.kind == "fused" else "",
+                                    width=width))
+        if out.logs:
+            steps.append(Equation.chain("", out.expr.xreplace(gen), note=_text("the logs from the logits:"),
+                                        width=NOTED))
+            steps += [Equation.chain(latex(u.xreplace(gen)), v.xreplace(gen), width=NOTED) for u, v in out.logs]
         raw = Equation.chain(_partial(ell, "z"), out.raw.xreplace(gen))
-        if out.kind == "fused":
-            raw = raw + Equation.chain("", out.expr.xreplace(gen),
-                                       note=r"z = %s" % latex(ew.inverse.xreplace(gen)))
+        if out.kind == "fused" and ew.inverse is not None and out.in_a is None:
+            raw = raw + Equation.chain("", in_a.xreplace(gen), note=r"z = %s" % latex(ew.inverse.xreplace(gen)))
         raw_note = raw
     else:
         s = softmax_steps()
@@ -263,11 +290,29 @@ def _output(p: Pieces) -> dict:
             steps.append(Equation.chain("", expanded, final, note=note))
         raw_note = Equation.chain(_partial(ell, latex(sp.IndexedBase(symbol(naming.pre(L)))[1])),
                                   _instance(out.raw, L))
-    batch = Equation.chain(latex(symbol(naming.delta(L))), p.delta(L), note=_shape(N, net.sizes[L]))
+    batch = _over_n(latex(symbol(naming.delta(L))), p.delta(L), _shape(N, net.sizes[L]))
     if out.kind == "jvp":
         batch = Equation.chain(latex(symbol(f"g{L}")), p.upstream(L), note=_text("elementwise")) + batch
-    return dict(kind=out.kind, vector=net.is_vector(L), steps=Equation([row for eq in steps for row in eq.rows]), raw=raw_note, batch=batch,
+    return dict(kind=out.kind, cancelled=out.in_a is not None, vector=net.is_vector(L), steps=Equation([row for eq in steps for row in eq.rows]), raw=raw_note, batch=batch,
                 condition=None if out.condition is None else latex(out.condition))
+
+
+NOTED = 40    # glyphs of math on a line that also carries a note
+
+
+def _over_n(lhs: str, value: sp.Expr, note: str) -> Equation:
+    """lhs = value, a long (sum) / n written 1/n (...) over several lines (a fraction cannot break)."""
+    single = Equation.chain(lhs, value, note=note)
+    if len(single.rows) > 1 or visible_width(single.rows[0][1]) <= WIDTH or isinstance(value, sp.MatrixExpr):
+        return single
+    inner = value * N
+    if inner.has(N) or not isinstance(inner, sp.Add):
+        return single
+    lines = split_lines(inner, WIDTH - 8)
+    lines[0] = r"\frac{1}{n} \Bigl(" + lines[0]
+    lines[-1] += r"\Bigr)"
+    return Equation([(lhs if i == 0 else "", ("= " if i == 0 else r"\quad ") + line, note if i == len(lines) - 1 else "")
+                     for i, line in enumerate(lines)])
 
 
 def _recurrence(p: Pieces) -> list[dict]:
@@ -290,9 +335,11 @@ def _gradients(p: Pieces) -> Equation:
     for l in range(1, p.L + 1):
         W, b = symbol(naming.weight(l)), symbol(naming.bias(l))
         dW, db = symbol(naming.grad(naming.weight(l))), symbol(naming.grad(naming.bias(l)))
-        rows.append((_partial("L", latex(W)), "= %s = %s" % (latex(dW), latex(p.dW(l))),
-                     _shape(net.sizes[l], net.sizes[l - 1])))
-        rows.append((_partial("L", latex(b)), "= %s = %s" % (latex(db), latex(p.db(l))), _shape(net.sizes[l])))
+        for param, grad, data, shape in ((W, dW, p.dW(l), _shape(net.sizes[l], net.sizes[l - 1])),
+                                         (b, db, p.db(l), _shape(net.sizes[l]))):
+            extra = p.penalty_gradient(param.name)
+            tex = latex(data) + ("" if extra is None else " + " + latex(extra))
+            rows.append((_partial("L", latex(param)), "= %s = %s" % (latex(grad), tex), shape))
     return Equation(rows)
 
 

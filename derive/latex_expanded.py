@@ -6,7 +6,7 @@ import sympy as sp
 
 from . import naming
 from .nodes import unstable
-from .program import SCALE, Program, program
+from .program import RATE, SCALE, Program, program
 from .elementwise import at_kinks
 from .errors import DerivationError, NnderiveError
 from .spec import Network
@@ -37,7 +37,7 @@ def _one_example(prog: Program) -> dict:
     shapes = {s.name: s.shape for s in prog.forward}
     env = {"x": np.array([[_element("x", j) for j in range(net.inputs)]], dtype=object),
            "y": np.array([[_element("y", k) for k in range(net.sizes[-1])]], dtype=object),
-           SCALE.name: sp.S.One}
+           SCALE.name: sp.S.One, RATE.name: sp.S.One}
     for name, shape in shapes.items():
         env[name] = np.array([[_element(name, k) for k in range(shape[1])]], dtype=object)
     for name, M in param_symbols(net).items():
@@ -91,7 +91,7 @@ def check_partials(prog, parts: dict, points: int = 2, seed: int = 0) -> float:
     40 digits.
     """
     from .proof import run
-    from .expansion import DIGITS, evaluate, example_loss, param_symbols
+    from .expansion import DIGITS, evaluate, example_loss, expanded_penalty, param_symbols
     prog = program(prog)
     net, d = prog.network, prog.derivation
     P = param_symbols(net)
@@ -102,7 +102,7 @@ def check_partials(prog, parts: dict, points: int = 2, seed: int = 0) -> float:
         for sym, value in zip(names[s.name].ravel(), forward[s.name].ravel()):
             full[sym] = unstable(value)
     x, y = list(names["x"][0]), list(names["y"][0])
-    loss = example_loss(net, P, x, y)
+    loss = example_loss(net, P, x, y) + expanded_penalty(net, P)     # one example: L = l + Omega
     rng = np.random.default_rng(seed)
     worst = 0.0
     exact = {s: at_kinks(sp.diff(loss, s), s) for s in parts}
@@ -126,6 +126,14 @@ def check_partials(prog, parts: dict, points: int = 2, seed: int = 0) -> float:
     return worst
 
 
+def _penalty_gradient(prog: Program, param: str):
+    """entry -> the penalty's gradient at that entry (the Program's penalty statement of param), 0 if none."""
+    from .program import array
+    updates = [s.expr for s in prog.backward if s.name == naming.grad(param) and s.op == "+=" and s.expr.has(RATE)]
+    total = sp.Add(*updates).xreplace({RATE: 1})
+    return lambda entry: total.xreplace({array(param): entry})
+
+
 def expanded_section(prog) -> dict:
     """The --expanded part of the document: every delta and every partial of one example, checked."""
     from .expansion import DIGITS, param_symbols
@@ -140,19 +148,22 @@ def expanded_section(prog) -> dict:
     if worst > 1e-30:
         raise DerivationError(f"{net.name}: the written-out partials disagree with sp.diff of the expanded loss "
                               f"(relative difference {worst:.1e})")
-    ell = r"\ell"
+    ell = r"\left(\ell + \Omega\right)" if prog.penalised else r"\ell"
     layers = []
     for l in range(net.depth, 0, -1):
         dsym = [_element(naming.delta(l), k) for k in range(net.sizes[l])]
         eqs = [Equation.chain(latex(dsym[k]), deltas[l][k]) for k in range(net.sizes[l])]
         W, b = P[naming.weight(l)], P[naming.bias(l)]
         rows = []
+        extra = {name: _penalty_gradient(prog, name) for name in (naming.weight(l), naming.bias(l))}
         for k in range(W.shape[0]):
             for j in range(W.shape[1]):
-                rows.append(Equation.chain(_partial(ell, latex(W[k, j])), latex(dsym[k] * a[l - 1][j]),
+                rows.append(Equation.chain(_partial(ell, latex(W[k, j])),
+                                           latex(dsym[k] * a[l - 1][j] + extra[naming.weight(l)](W[k, j])),
                                            parts[W[k, j]]))
         for k in range(W.shape[0]):
-            rows.append(Equation.chain(_partial(ell, latex(b[k])), latex(dsym[k]), parts[b[k]]))
+            rows.append(Equation.chain(_partial(ell, latex(b[k])), latex(dsym[k] + extra[naming.bias(l)](b[k])),
+                                       parts[b[k]]))
         layers.append(dict(index=l, deltas=Equation([r for e in eqs for r in e.rows]),
                            partials=Equation([r for e in rows for r in e.rows])))
     return dict(layers=layers, count=len(parts), points=2, digits=DIGITS)

@@ -57,6 +57,15 @@ def _parts(expr: sp.Expr, printer: NamePrinter, width: int) -> list[str]:
                 sub[0] = "+ " + sub[0]
             parts += sub
         return parts
+    if isinstance(expr, sp.Mul):
+        numerator, denominator = sp.fraction(expr)
+        if isinstance(denominator, sp.Symbol) and isinstance(numerator, (sp.Add, sp.Mul)):
+            # a fraction cannot break across lines: (sum) / n as 1/n (sum), the sum split
+            parts = _parts(numerator, printer, width)
+            if len(parts) > 1:
+                parts[0] = r"\frac{1}{%s} \Bigl(%s" % (printer.doprint(denominator), parts[0])
+                parts[-1] += r"\Bigr)"
+                return parts
     if isinstance(expr, sp.Mul) and not any(f.is_Pow and f.exp.is_negative for f in expr.args):
         sums = [f for f in expr.args if isinstance(f, sp.Add)]
         if sums:

@@ -65,6 +65,26 @@ def tex_name(name: str, operator: str = ROP) -> str | None:
     return tex
 
 
+class _NestedExp(sp.Function):
+    """exp(u) where u has an exp of its own (a sigmoid of a sigmoid), for printing only: SymPy's LaTeX printer
+    asks whether such an exponent is negative and constant, which takes seconds per level of nesting
+    (nested 6 deep: 24 s). Printed as e^{u}, the same."""
+
+    def _latex(self, printer):
+        return r"e^{%s}" % printer._print(self.args[0])
+
+    def sort_key(self, order=None):          # in a sum, where the exp would stand
+        return sp.exp(self.args[0], evaluate=False).sort_key(order)
+
+
+def _quick(expr):
+    """expr with its nested exps as _NestedExp (unchanged where there are none)."""
+    if not isinstance(expr, sp.Basic) or not any(isinstance(e, sp.exp) and e.args[0].has(sp.exp)
+                                                 for e in sp.preorder_traversal(expr)):
+        return expr
+    return expr.replace(lambda e: isinstance(e, sp.exp) and e.args[0].has(sp.exp), lambda e: _NestedExp(e.args[0]))
+
+
 class NamePrinter(LatexPrinter):
     r"""sp.latex with nnderive's names and a few textbook spellings.
 
@@ -77,6 +97,9 @@ class NamePrinter(LatexPrinter):
         settings = dict(settings or {})
         self.extra_names = settings.pop("names", {})
         super().__init__(settings)
+
+    def doprint(self, expr):
+        return super().doprint(_quick(expr))
 
     def _print_Symbol(self, expr, style="plain"):
         if expr in self._settings["symbol_names"]:
@@ -134,6 +157,18 @@ class NamePrinter(LatexPrinter):
     def _print_Indexed(self, expr):
         base = self._print(expr.base)
         return "{%s}_{%s}" % (base, "".join(self._print(i) for i in expr.indices))
+
+    def _print_Total(self, expr):
+        """A sum over every entry of a parameter: sum_{k, j} of the entry expression ({W^{(1)}}_{kj})."""
+        arg = expr.args[0]
+        params = sorted((s for s in arg.free_symbols if re.fullmatch(r"[Wb][1-9]\d*", s.name)), key=lambda s: s.name)
+        k, j = sp.symbols("k j", integer=True)
+        index = (k, j) if any(s.name[0] == "W" for s in params) else (k,)
+        entries = {s: sp.IndexedBase(s)[index if s.name[0] == "W" else (k,)] for s in params}
+        inner = self._print(arg.xreplace(entries))
+        if isinstance(arg, sp.Add):
+            inner = r"\left(%s\right)" % inner
+        return r"\sum_{%s} %s" % (", ".join(self._print(i) for i in index), inner)
 
     def _print_sign(self, expr, exp=None):
         tex = r"\operatorname{sgn}\left(%s\right)" % self._print(expr.args[0])

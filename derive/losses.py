@@ -1,9 +1,13 @@
 """LOSSES: name -> the per-element SymPy formula in yhat and y; the per-example loss sums it over outputs."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fractions import Fraction
 
 import sympy as sp
 
 from .naming import Y, YHAT
+
+DELTA = sp.Symbol("delta", positive=True)
+TARGETS = ("values", "onehot", "labels")
 
 
 @dataclass(frozen=True)
@@ -12,6 +16,12 @@ class Loss:
 
     target: "values" (y has the output's shape), "onehot" (a distribution, sum(y) = 1),
     or "labels" (integer class labels of shape (batch,), one-hot inside).
+    params: (Symbol, default) pairs the element is written in (huber's delta); bind() replaces them.
+    formula: the spec's text of a custom loss (None for a registry entry); settings: the
+    (name, value) pairs the element was bound with, for the documents.
+
+    >>> LOSSES["huber"].bind(delta=0.5).element
+    Piecewise(((-y + yhat)**2/2, Abs(y - yhat) <= 1/2), (Abs(y - yhat)/2 - 1/8, True))
     """
 
     name: str
@@ -19,17 +29,56 @@ class Loss:
     target: str
     title: str
     needs: str = ""          # what the output layer must give: "probability", "distribution" or "" (activations.py)
+    params: tuple = ()
+    formula: str | None = None
+    settings: tuple = ()
+
+    def bind(self, **values) -> "Loss":
+        """The loss with its parameters replaced by numbers (defaults where not given), as exact
+        rationals of their shortest decimal form (0.1 -> 1/10), without SymPy's string parser."""
+        if not self.params:
+            return self
+        settings = tuple((sym.name, float(values.get(sym.name, default))) for sym, default in self.params)
+        subs = {sym: exact(value) for (sym, _), (_, value) in zip(self.params, settings)}
+        return replace(self, element=self.element.xreplace(subs), params=(), settings=settings)
+
+    @property
+    def custom(self) -> bool:
+        return self.formula is not None
+
+
+def exact(value: float) -> sp.Rational:
+    """A number from a spec as the exact rational of its shortest decimal form (0.1 -> 1/10)."""
+    return sp.Rational(*Fraction(repr(float(value))).as_integer_ratio())
 
 
 LOSSES: dict[str, Loss] = {}
 
 
-def register(name: str, element: sp.Expr, target: str, title: str, needs: str = "") -> None:
-    LOSSES[name] = Loss(name, element, target, title, needs)
+def register(name: str, element: sp.Expr, target: str, title: str, needs: str = "", **defaults) -> Loss:
+    """Add a loss; its output delta, code, LaTeX and tests all follow from `element` (in YHAT, Y).
+
+    Parameters are Symbols of the element named like the keyword defaults (huber: delta=1.0).
+
+    >>> quartic = register("quartic", (YHAT - Y) ** 4 / 4, "values", "quartic error")
+    >>> del LOSSES["quartic"]
+    """
+    symbols = {s.name: s for s in element.free_symbols}
+    params = tuple((symbols.get(k, sp.Symbol(k, positive=True)), float(v)) for k, v in defaults.items())
+    LOSSES[name] = Loss(name, element, target, title, needs, params)
+    return LOSSES[name]
 
 
-register("mse", (YHAT - Y) ** 2 / 2, "values", "mean squared error")
-register("mae", sp.Abs(YHAT - Y), "values", "mean absolute error")
+_r = YHAT - Y
+
+register("mse", _r ** 2 / 2, "values", "mean squared error")
+register("mae", sp.Abs(_r), "values", "mean absolute error")
 register("bce", -(Y * sp.log(YHAT) + (1 - Y) * sp.log(1 - YHAT)), "values", "binary cross-entropy", "probability")
 register("cce", -Y * sp.log(YHAT), "onehot", "categorical cross-entropy", "distribution")
 register("sparse_cce", -Y * sp.log(YHAT), "labels", "sparse categorical cross-entropy", "distribution")
+# Huber (1964): quadratic within delta of the target, linear beyond, continuous with its slope.
+register("huber", sp.Piecewise((_r ** 2 / 2, sp.Abs(_r) <= DELTA), (DELTA * (sp.Abs(_r) - DELTA / 2), True)),
+         "values", "Huber loss", delta=1.0)
+register("log_cosh", sp.log(sp.cosh(_r)), "values", "log-cosh loss")
+# The hinge of a margin classifier: targets y in {-1, 1}, the output a score.
+register("hinge", sp.Max(0, 1 - Y * YHAT), "values", "hinge loss")

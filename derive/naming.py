@@ -38,12 +38,19 @@ def grad(param: str) -> str:
     return f"d{param}"
 
 
+def param_of(gradient: str) -> str:
+    """grad's inverse: dW1 -> W1."""
+    return gradient[1:]
+
+
 # Arrays of the generated code that belong to no one layer.
 TARGETS = "y"          # the targets, one row per example
 UPSTREAM = "g"         # the upstream gradient dL/da a statement is about to multiply through f'
 RESIDUAL = "r"         # a loss's inner difference, squared in one BLAS dot
 TOTAL = "total"        # the per-example losses summed over the batch
 SCALE = "scale"        # what backward scales every gradient by: 1/n (sgd_step: lr/n)
+RATE = "rate"          # what backward scales the penalty's gradient by: 1 (sgd_step: lr), i.e. scale * n
+PENALTY = "penalty"    # the weight penalty, added to the batch mean of the loss
 
 
 def log_output(l: int, is_output: bool) -> str:

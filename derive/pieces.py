@@ -10,7 +10,7 @@ from .activations import ACTIVATIONS
 from .backprop import Derivation
 from .nodes import BatchSum, Dot, Like, T, UnitSum, unstable
 from .backprop import matrix_steps
-from .program import SCALE, Program, _matrix_node, array, program
+from .program import RATE, SCALE, Program, _matrix_node, array, program
 from .elementwise import derive_elementwise
 from .errors import NnderiveError
 from .naming import A, X, Y, YHAT, YSUM
@@ -188,6 +188,21 @@ class Pieces:
         """db{l} = dL/db{l} = delta{l}.T @ 1_n (delta{l} summed over the batch), shape (n_l,)."""
         self._layer(l)
         return self._display(self.program.defining(naming.grad(naming.bias(l)))[0].expr, l)
+
+    @property
+    def penalty(self) -> sp.Expr | None:
+        """The weight penalty added to the batch mean of the loss (the Program's penalty statements,
+        summed): e.g. Total(W1**2)/200 + Total(Abs(W2))/1000; None without one."""
+        if not self.program.penalised:
+            return None
+        return sp.Add(*[s.expr for s in self.program.penalty])
+
+    def penalty_gradient(self, param: str) -> sp.Expr | None:
+        """The penalty's part of dL/d{param}, elementwise in the parameter's Symbol (l2 0.01: W1/100); None
+        where the parameter has no penalty. dW(l) and db(l) are the data term's part."""
+        name = naming.grad(param)
+        updates = [s.expr for s in self.program.backward if s.name == name and s.op == "+=" and s.expr.has(RATE)]
+        return sp.Add(*updates).xreplace({RATE: 1}) if updates else None
 
     def partials(self) -> dict:
         """Every dl/dW{l}[k, j] and dl/db{l}[k] for one example, written out in the forward values.

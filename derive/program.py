@@ -20,10 +20,10 @@ import sympy as sp
 from . import naming
 from .curvature import lower as lower_curvature
 from .backprop import Derivation, LayerDerivation, derive, matrix_steps
-from .naming import A, G, X
+from .naming import A, G, X, Y
 from .nodes import BatchSum, Dot, Like, LogSoftmax, T, Total, carries_array, is_mask
 from .stable import as_value, stabilize
-from .statements import SCALE, Assign, _names, array, softmax_jvp  # noqa: F401  (re-exported)
+from .statements import RATE, SCALE, Assign, _names, array, softmax_jvp  # noqa: F401  (re-exported)
 
 @dataclass(frozen=True)
 class Program:
@@ -31,8 +31,8 @@ class Program:
 
     derivation: Derivation
     forward: tuple
-    loss: tuple          # the last statement is `total`: the per-example losses summed over the batch
-    backward: tuple      # scale * dL/dp for every parameter p, as d{p}
+    loss: tuple          # `total` (the per-example losses summed over the batch), then the weight penalty
+    backward: tuple      # scale * dL/dp for every parameter p, as d{p} (a penalty's gradient times rate)
     # The curvature passes (derive.curvature), along a direction v of the parameters (v{p}):
     rforward: tuple = ()     # R{z}, R{a} ... of the forward arrays: J v
     rbackward: tuple = ()    # backward with R-backward interleaved: R{d{p}} = scale * (H v)[p]
@@ -62,6 +62,21 @@ class Program:
     def passes(self) -> dict:
         return {"forward": self.forward, "loss": self.loss, "backward": self.backward,
                 "rforward": self.rforward, "rbackward": self.rbackward, "gnbackward": self.gnbackward}
+
+    @property
+    def data_loss(self) -> tuple:
+        """The loss pass up to `total`: the per-example losses summed over the batch."""
+        k = next(i for i, s in enumerate(self.loss) if s.name == naming.TOTAL)
+        return self.loss[:k + 1]
+
+    @property
+    def penalty(self) -> tuple:
+        """The loss pass after `total`: the weight penalty (empty without one). L = total / n + penalty."""
+        return self.loss[len(self.data_loss):]
+
+    @property
+    def penalised(self) -> bool:
+        return bool(self.penalty)
 
     def defining(self, name: str) -> list[Assign]:
         """Every statement of the primal passes that writes `name`, in order (an "=" and the in-place
@@ -145,20 +160,40 @@ def _scaled(name: str, expr: sp.Expr, shape, about: str) -> list[Assign]:
     return [Assign(name, expr, shape, about=about), Assign(name, SCALE, shape, op="*=")]
 
 
+def _keeping_nan(expr: sp.Expr) -> sp.Expr:
+    """A loss's step in a product, Heaviside(u(a, y)), as a value that keeps NaN (sign(max(u, 0))): as a mask
+    (u > 0) it would be a confident 0 where a is NaN, and the other factors (hinge's -y) need not carry the NaN."""
+    def value(h):
+        u, h0 = h.args[0], (h.args[1] if len(h.args) > 1 else sp.S.Half)
+        if h0 == 0:
+            return as_value(h)
+        if h0 == 1:
+            return 1 - as_value(sp.Heaviside(-u, 0))
+        return h
+
+    def fix(m):
+        steps = [f for f in m.args if isinstance(f, sp.Heaviside) and f.args[0].has(A, Y)]
+        if not steps or not any(f.has(A, X, Y) for f in m.args if f not in steps):
+            return m
+        return m.xreplace({h: value(h) for h in steps})
+
+    return expr.replace(lambda e: e.is_Mul, fix)
+
+
 def _output_delta(d: Derivation, batch) -> list[Assign]:
     L, out = d.depth, d.output
     names = _names(L)
     a, delta = array(naming.act(L)), naming.delta(L)
     shape = (batch, d.network.sizes[-1])
     if out.kind == "jvp":
-        g = stabilize(out.dloss_da).xreplace(names)
+        g = _keeping_nan(stabilize(out.dloss_da)).xreplace(names)
         return ([Assign(naming.UPSTREAM, g if carries_array(g) else Like(g, a), shape,
                         about="dL/da, then the softmax Jacobian-vector product")]
                 + _scaled(delta, softmax_jvp(array(naming.UPSTREAM), a), shape, ""))
     how = "fused: derived and simplified by SymPy" if out.kind == "fused" else "dL/da * f'(z)"
     if out.condition is not None:
         how += ", using sum(y) = 1 (one-hot labels)"
-    expr = stabilize(sp.piecewise_fold(out.expr)).xreplace(names)
+    expr = _keeping_nan(stabilize(sp.piecewise_fold(out.expr))).xreplace(names)
     if expr == 0:
         return [Assign(delta, Like(0, a), shape, about=f"dL/d{naming.pre(L)} (not trainable)")]
     if not carries_array(expr):
@@ -217,6 +252,29 @@ def _loss(d: Derivation) -> list[Assign]:
     return out + [Assign(naming.TOTAL, coeff * Total(rest), ())]
 
 
+def _penalty(d: Derivation) -> list[Assign]:
+    """penalty = the sum over every penalised parameter of its PenaltyTerm's element, entry by entry."""
+    from .penalties import W
+    out = []
+    for term in d.penalty:
+        coeff, rest = term.element.as_coeff_Mul()
+        out.append(Assign(naming.PENALTY, coeff * Total(rest.xreplace({W: array(term.param)})), (),
+                          op="+=" if out else "=", about=f"{term.kind} penalty of {term.param}"))
+    return out
+
+
+def _penalty_gradient(d: Derivation, param: str, shape) -> list[Assign]:
+    """d{param} += rate * the penalty's gradient (sp.diff of its element by one entry, entry by entry)."""
+    from .penalties import W
+    terms = [t for t in d.penalty if t.param == param]
+    if not terms:
+        return []
+    gradient = sp.Add(*[t.gradient for t in terms]).xreplace({W: array(param)})
+    kinds = " and ".join(t.kind for t in terms)
+    return [Assign(naming.grad(param), RATE * gradient, shape, op="+=",
+                   about=f"the {kinds} penalty's gradient, d/d{param} of its sum over the entries")]
+
+
 def lower(d: Derivation) -> Program:
     """The Program of a Derivation: forward, loss and backward statements, in order."""
     batch = "n"
@@ -230,9 +288,15 @@ def lower(d: Derivation) -> Program:
         if l < d.depth:
             backward += _hidden_delta(d, l, factors[l], batch)
         backward += _gradients(d, l)
-    params = list(d.network.param_shapes())
-    curvature = lower_curvature(d, forward, backward, params, {naming.grad(p): p for p in params}, factors)
-    return Program(d, tuple(forward), tuple(_loss(d)), tuple(backward), *curvature)
+    # Last: db{l} is a view of delta{l} at batch 1 (ones @ delta{l} else delta{l}[0]), and an update in
+    # place must not reach a delta the pass still reads.
+    shapes = d.network.param_shapes()
+    penalties = [s for p in shapes for s in _penalty_gradient(d, p, shapes[p])]
+    backward += penalties
+    params = list(shapes)
+    curvature = lower_curvature(d, forward, backward, params, {naming.grad(p): p for p in params}, factors,
+                                penalties)
+    return Program(d, tuple(forward), tuple(_loss(d) + _penalty(d)), tuple(backward), *curvature)
 
 
 def program(net) -> Program:

@@ -10,7 +10,7 @@ import numpy as np
 import sympy as sp
 
 from . import naming, nodes
-from .program import SCALE, Program, program
+from .program import RATE, SCALE, Program, program
 
 DIGITS = 40
 
@@ -180,7 +180,8 @@ def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
     with mpmath.workdps(DIGITS):
         for _ in range(points):
             values = {s: mpmath.mpf(int(rng.integers(-900, 900))) / 1000 for M in P.values() for s in M}
-            env = {"x": _exact(x), "y": _exact(_targets(net, y)), SCALE.name: mpmath.mpf(1) / len(x)}
+            env = {"x": _exact(x), "y": _exact(_targets(net, y)), SCALE.name: mpmath.mpf(1) / len(x),
+                   RATE.name: mpmath.mpf(1)}
             for name, M in P.items():
                 env[name] = np.array([values[s] for s in M], dtype=object).reshape(net.param_shapes()[name])
             run(prog, env)
@@ -189,7 +190,8 @@ def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
                 got = np.ravel(env[f"d{name}"])
                 for idx, e in enumerate(exact[name]):
                     worst[name] = max(worst[name], abs(float(evaluate(e, values, memo) - got[idx])))
-            worst["loss"] = max(worst["loss"], abs(float(evaluate(L, values, memo) - env[naming.TOTAL] / len(x))))
+            got = env[naming.TOTAL] / len(x) + (env[naming.PENALTY] if prog.penalised else 0)
+            worst["loss"] = max(worst["loss"], abs(float(evaluate(L, values, memo) - got)))
     return list(worst.items())
 
 
@@ -201,9 +203,7 @@ def small_instance(net, width: int = 2):
     the full-size module prints."""
     import dataclasses
 
-    from .spec import Dense
-    layers = tuple(Dense(min(layer.units, width), layer.activation, layer.formula, **layer.params)
-                   for layer in net.layers)
+    layers = tuple(layer.resized(min(layer.units, width)) for layer in net.layers)
     return dataclasses.replace(net, inputs=min(net.inputs, width), layers=layers)
 
 
@@ -227,7 +227,9 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
     """
     from .curvature import gauss_newton_split
     from .elementwise import at_kinks
-    from .expansion import _targets, evaluate, example_output, expanded_loss, param_symbols, sample_batch
+    from .expansion import (_targets, evaluate, example_output, expanded_loss, param_symbols, penalty_terms,
+                            sample_batch)
+    from .penalties import W as ENTRY
     prog = program(net)
     net = prog.network
     P = param_symbols(net)
@@ -250,6 +252,12 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
         H = [[at_kinks(sp.diff(ell, si, sj), sj) for sj in s] for si in s]
         J = [[at_kinks(sp.diff(o, w), w) for w in flat] for o in out]
         examples.append((s, out, H, J))
+    # The penalty's Hessian is diagonal: its second derivative at each penalised entry (gnvp includes it).
+    second = {}
+    for name, term in penalty_terms(net):
+        d2 = at_kinks(sp.diff(term, ENTRY, 2), ENTRY)
+        for w in P[name]:
+            second[w] = second.get(w, sp.S.Zero) + d2.xreplace({ENTRY: w})
     worst = {f"{kind} {name}": 0.0 for kind in ("hvp", "gnvp") for name in P}
     with mpmath.workdps(DIGITS):
         for _ in range(points):
@@ -263,7 +271,8 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
             along = {w: sp.Rational(ks[w], 1000) + t * sp.Rational(k, 1000) for w, k in zip(flat, kv)}
             memo = {}
             hv = [evaluate(at_kinks(sp.diff(g.xreplace(along), t), t), {**values, t: mpmath.mpf(0)}, memo) for g in grad]
-            gv = [mpmath.mpf(0)] * len(flat)
+            gv = [evaluate(second[w], values, memo) * v[i] if w in second else mpmath.mpf(0)
+                  for i, w in enumerate(flat)]
             for s, out, H, J in examples:
                 at = {**values}
                 outs = [evaluate(o, values, memo) for o in out]
@@ -272,7 +281,7 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
                 HJv = [mpmath.fsum(evaluate(H[k][m], at, {}) * Jv[m] for m in range(len(s))) for k in range(len(s))]
                 for i in range(len(flat)):
                     gv[i] += mpmath.fsum(evaluate(J[k][i], values, memo) * HJv[k] for k in range(len(s))) / len(x)
-            env = {"x": _exact(x), "y": _exact(T), SCALE.name: mpmath.mpf(1) / len(x)}
+            env = {"x": _exact(x), "y": _exact(T), SCALE.name: mpmath.mpf(1) / len(x), RATE.name: mpmath.mpf(1)}
             i = 0
             for name, M in P.items():
                 shape = net.param_shapes()[name]

@@ -3,7 +3,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from . import naming
-from .program import SCALE, Program, program
+from .program import RATE, SCALE, Program, program
 
 
 class PlainPrinter(StrPrinter):
@@ -38,8 +38,8 @@ class PlainPrinter(StrPrinter):
 
 
 def plain(expr) -> str:
-    """One Program expression in plain text (scale shown as 1/n, what backward is called with)."""
-    return PlainPrinter().doprint(sp.sympify(expr).xreplace({SCALE: 1 / sp.Symbol("n")}))
+    """One Program expression in plain text (scale shown as 1/n and rate as 1, what backward is called with)."""
+    return PlainPrinter().doprint(sp.sympify(expr).xreplace({SCALE: 1 / sp.Symbol("n"), RATE: 1}))
 
 
 def _named(expr: sp.Expr, l: int) -> str:
@@ -68,5 +68,6 @@ def summary(net) -> str:
             label = f"  {title:<11} " if i == 0 else " " * 14
             note = f"  ({how})" if s.name == naming.delta(d.depth) and s.op == "=" else ""
             lines.append(f"{label}{s.name} {s.op} {plain(s.expr)}{note}")
-    lines.append(f"              L = total / n  (computed from {d.output.loss_from.replace('_', '-')})")
+    penalty = f" + {naming.PENALTY}" if prog.penalised else ""
+    lines.append(f"              L = total / n{penalty}  (computed from {d.output.loss_from.replace('_', '-')})")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import sympy as sp
 
 from .activations import ACTIVATIONS
 from .errors import SpecError, SpecWarning, one_line
-from .losses import LOSSES
+from .losses import LOSSES, TARGETS, Loss
 
 # Names a spec may not take. The module's own API and helpers; modules it imports or sits beside
 # (generated/optimizers.py, conftest.py for pytest); and, since a generated module is imported by
@@ -33,8 +33,14 @@ MAX_UNITS = 1_000_000
 MAX_LAYERS = 64
 MAX_PARAMS = 100_000_000   # weights and biases: 800 MB in float64
 MAX_SPEC_BYTES = 1_000_000
-TOP_KEYS = ("name", "inputs", "loss", "layers")
-LAYER_KEYS = ("units", "activation", "formula")
+PENALTY_KEYS = ("l2", "l1", "bias_l2", "bias_l1")   # weight penalties: of W (l2, l1) and of b (bias_l2, bias_l1)
+MAX_PENALTY = 1e6
+REQUIRED_KEYS = ("name", "inputs", "loss", "layers")
+TOP_KEYS = REQUIRED_KEYS + PENALTY_KEYS
+LAYER_KEYS = ("units", "activation", "formula") + PENALTY_KEYS
+LOSS_KEYS = ("name", "formula", "target")        # a [loss] table; every other key is a parameter
+MAX_LOSS_PARAMS = 8
+MAX_LOSS_PARAM = 1e6     # |value| of a custom loss's parameter
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,26 @@ class Dense:
     activation: str = "identity"
     params: dict = field(default_factory=dict)
     formula: str | None = None
+    penalty: dict = field(default_factory=dict)   # l2, l1 of W and bias_l2, bias_l1 of b (see PENALTY_KEYS)
 
     def __init__(self, units: int, activation: str = "identity", formula: str | None = None, **params):
+        """Keyword arguments named like PENALTY_KEYS are the layer's weight penalties, the rest its
+        activation's parameters: Dense(8, "relu", l2=1e-4), Dense(3, "leaky_relu", alpha=0.1)."""
+        penalty = {k: params.pop(k) for k in PENALTY_KEYS if k in params}
         object.__setattr__(self, "units", units)
         object.__setattr__(self, "activation", activation)
         object.__setattr__(self, "params", dict(params))
         object.__setattr__(self, "formula", formula)
+        object.__setattr__(self, "penalty", penalty)
+
+    def __repr__(self) -> str:
+        shown = f"Dense(units={self.units!r}, activation={self.activation!r}, params={self.params!r}, " \
+                f"formula={self.formula!r}"
+        return shown + (f", penalty={self.penalty!r})" if self.penalty else ")")
+
+    def resized(self, units: int) -> "Dense":
+        """The same layer with `units` outputs."""
+        return Dense(units, self.activation, self.formula, **self.params, **self.penalty)
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,12 @@ class Network:
     source: str = "<python>"
     _text: str = field(default="", repr=False, compare=False)
     _formulas: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
+    # A custom loss: a formula in y_hat and y (loss names it), its parameters and its targets
+    # ("values" unless "onehot" or "labels"); for a registry loss, loss_params are its parameters.
+    loss_formula: str | None = None
+    loss_params: dict = field(default_factory=dict)
+    loss_target: str | None = None
+    penalty: dict = field(default_factory=dict)   # every layer's penalties (PENALTY_KEYS); a layer's own win
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -108,20 +134,55 @@ class Network:
         layer = self.layers[l - 1]
         return 1 if layer.formula is not None else ACTIVATIONS[layer.activation].gain
 
+    @property
+    def loss_entry(self) -> Loss:
+        """The loss, parameters bound: the registry's entry, or a custom loss parsed (safely) from its formula.
+
+        >>> Network("h", 2, [Dense(1)], loss="huber", loss_params={"delta": 0.5}).loss_entry.settings
+        (('delta', 0.5),)
+        """
+        if "loss" not in self._formulas:      # parsed once per network, however many consumers ask
+            if self.loss_formula is None:
+                entry = LOSSES[self.loss].bind(**self.loss_params)
+            else:
+                from .formula import parse_loss_formula
+                element = parse_loss_formula(self.loss_formula, self.source, _loss_place(self, "formula"),
+                                             self.loss_params)
+                entry = Loss(self.loss, element, self.loss_target or "values", f"custom loss {self.loss}",
+                             formula=self.loss_formula,
+                             settings=tuple((k, float(v)) for k, v in self.loss_params.items()))
+            self._formulas["loss"] = entry
+        return self._formulas["loss"]
+
+    def penalties(self, l: int) -> dict:
+        """Layer l's weight penalties (1-based): {key: coefficient} for the nonzero ones of PENALTY_KEYS,
+        the layer's own value where it gives one, else the network's."""
+        own = self.layers[l - 1].penalty
+        values = {k: own.get(k, self.penalty.get(k, 0)) for k in PENALTY_KEYS}
+        return {k: v for k, v in values.items() if v}
+
+    @property
+    def penalised(self) -> bool:
+        return any(self.penalties(l) for l in range(1, self.depth + 1))
+
     def is_vector(self, l: int) -> bool:
         layer = self.layers[l - 1]
         return layer.formula is None and ACTIVATIONS[layer.activation].vector
 
     def describe(self) -> str:
-        """One line: 4 -> 2 (relu) -> 3 (sigmoid), loss mse."""
-        parts = [str(self.inputs)] + [f"{layer.units} ({layer.activation})" for layer in self.layers]
-        return " -> ".join(parts) + f", loss {self.loss}"
+        """One line: 4 -> 2 (relu) -> 3 (sigmoid), loss mse (with a layer's penalties: 8 (relu, l2 0.01))."""
+        parts = [str(self.inputs)]
+        for l, layer in enumerate(self.layers, start=1):
+            extra = "".join(f", {k} {v:g}" for k, v in self.penalties(l).items())
+            parts.append(f"{layer.units} ({layer.activation}{extra})")
+        settings = ", ".join(f"{k} {float(v):g}" for k, v in self.loss_params.items())
+        return " -> ".join(parts) + f", loss {self.loss}" + (f" ({settings})" if settings else "")
 
     def with_widths(self, cap: int) -> "Network":
         """A copy with every hidden width cut to at most `cap` (the output width too if larger)."""
-        layers = [Dense(min(layer.units, cap), layer.activation, layer.formula, **layer.params)
-                  for layer in self.layers]
-        return Network(self.name, min(self.inputs, cap), layers, self.loss, self.source)
+        import dataclasses
+        layers = tuple(layer.resized(min(layer.units, cap)) for layer in self.layers)
+        return dataclasses.replace(self, inputs=min(self.inputs, cap), layers=layers, _text="", _formulas={})
 
 
 def _suggest(word: str, options) -> str:
@@ -182,17 +243,25 @@ def _normalize(net: Network) -> None:
     if isinstance(layers, (list, tuple)):
         layers = tuple(_exact_layer(layer) if isinstance(layer, Dense) else layer for layer in layers)
     for attr, value in (("name", _exact(net.name)), ("inputs", _exact(net.inputs)), ("loss", _exact(net.loss)),
-                        ("source", _exact(net.source)), ("layers", layers)):
+                        ("source", _exact(net.source)), ("layers", layers),
+                        ("loss_formula", _exact(net.loss_formula)), ("loss_target", _exact(net.loss_target)),
+                        ("loss_params", _exact_dict(net.loss_params)), ("penalty", _exact_dict(net.penalty))):
         object.__setattr__(net, attr, value)
+
+
+def _exact_dict(d):
+    """A copy of a dict with exact keys and values (anything else is left for validate to refuse)."""
+    return {_exact(k): _exact(v) for k, v in dict.items(d)} if isinstance(d, dict) else d
 
 
 def _exact_layer(layer: Dense) -> Dense:
     units, activation, formula = layer.units, layer.activation, layer.formula     # each read once
     params = layer.params
     params = {_exact(k): _exact(v) for k, v in dict.items(params)} if isinstance(params, dict) else params
+    penalty = _exact_dict(getattr(layer, "penalty", {}))
     copy = Dense.__new__(Dense)
     for attr, value in (("units", _exact(units)), ("activation", _exact(activation)), ("params", params),
-                        ("formula", _exact(formula))):
+                        ("formula", _exact(formula)), ("penalty", penalty)):
         object.__setattr__(copy, attr, value)
     return copy
 
@@ -224,8 +293,8 @@ def validate(net: Network) -> None:
     if not _is_int(net.inputs) or not 1 <= net.inputs <= MAX_UNITS:
         fail("inputs", f"inputs must be a whole number from 1 to {MAX_UNITS}, got {_show(net.inputs)}",
              "e.g. inputs = 4")
-    if not isinstance(net.loss, str) or net.loss not in LOSSES:
-        fail("loss", f"unknown loss {_show(net.loss)}", _suggest(net.loss, LOSSES))
+    _check_loss_name(net)
+    _check_penalties(net, net.penalty, lambda key, what, fix: fail(key, what, fix))
     if not isinstance(net.layers, tuple) or not net.layers:
         fail("layers", "the network has no layers", "add at least one [[layers]] table with units and activation")
     if len(net.layers) > MAX_LAYERS:
@@ -236,6 +305,7 @@ def validate(net: Network) -> None:
         if not _is_int(layer.units) or not 1 <= layer.units <= MAX_UNITS:
             fail("units", f"units must be a whole number from 1 to {MAX_UNITS}, got {_show(layer.units)}",
                  "e.g. units = 8", l)
+        _check_penalties(net, layer.penalty, lambda key, what, fix, l=l: fail(key, what, fix, l), l)
         name = layer.activation
         if not isinstance(name, str):
             fail("activation", f"activation must be a string, got {_show(name)}", 'e.g. activation = "relu"', l)
@@ -285,7 +355,135 @@ def validate(net: Network) -> None:
         fail("layers", f"the network has {params:,} weights and biases, more than {MAX_PARAMS:,}",
              "use narrower layers")
     _check_pairing(net, fail)
+    if net.loss_formula is not None:
+        _check_custom_loss(net)
     _warn_unusual(net)
+
+
+def _loss_place(net: "Network", key: str) -> str:
+    """`line N, loss.key` for a key of the [loss] table (or of an inline loss = {...}); `loss` for the
+    plain `loss = "name"`."""
+    path = "loss" if key == "" else f"loss.{key if isinstance(key, str) and len(key) <= MAX_NAME else _show(key)}"
+    text = net._text
+    if not text or not isinstance(key, str) or len(key) > MAX_NAME:
+        return path
+    header = re.search(r"^[ \t]*\[[ \t]*loss[ \t]*\][ \t]*(?:#.*)?$", text, re.M)
+    inline = re.search(r"^[ \t]*loss[ \t]*=", text, re.M)
+    if header:
+        end = re.compile(r"^[ \t]*\[", re.M).search(text, header.end())
+        body = text[header.end(): end.start() if end else len(text)]
+        at = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", body, re.M) if key else None
+        start = header.end() + at.start() if at else header.start()
+    elif inline:
+        start = inline.start()
+    else:
+        return path
+    return f"line {text.count(chr(10), 0, start) + 1}, {path}"
+
+
+def _check_loss_name(net: Network) -> None:
+    """The loss's name, its parameters and its targets (a custom loss's formula is parsed later)."""
+    src = net.source
+
+    def fail(key, what, fix):
+        raise SpecError(src, _loss_place(net, key), what, fix)
+
+    name, formula, target, params = net.loss, net.loss_formula, net.loss_target, net.loss_params
+    if not isinstance(name, str):
+        fail("" if formula is None and not params else "name", f"the loss must be a name, got {_show(name)}",
+             'e.g. loss = "mse", or a [loss] table with name = "..." and a formula in y_hat and y')
+    if not isinstance(params, dict):
+        fail("", f"loss parameters must be a table, got {_show(params)}", "e.g. [loss] name = \"huber\", delta = 0.5")
+    if formula is None:
+        if name not in LOSSES:
+            fail("" if not params and target is None else "name", f"unknown loss {_show(name)}",
+                 _suggest(name, LOSSES) + " (or give a formula in y_hat and y for a custom loss)")
+        entry = LOSSES[name]
+        allowed = {sym.name for sym, _ in entry.params}
+        if target is not None:
+            fail("target", f"{name} takes {entry.target} targets and no target key",
+                 "remove target, or write a custom loss (name and formula) to choose the targets")
+        for key, value in params.items():
+            if key not in allowed:
+                fix = (f"{name} takes {', '.join(sorted(allowed))}" if allowed else f"{name} takes no parameters")
+                fail(key, f"unknown key {_show(key)} for loss {name}", fix)
+            if not _is_number(value) or not (0 < value <= 1e6):
+                fail(key, f"{key} must be a number above 0 and at most 1e6, got {_show(value)}", f"e.g. {key} = 0.5")
+        return
+    if not isinstance(formula, str):
+        fail("formula", f"formula must be a string, got {_show(formula)}", 'e.g. formula = "-y*log(y_hat)"')
+    if name in LOSSES:
+        fail("name", f"'{name}' is a built-in loss and cannot take a formula",
+             "give the custom loss another name, or remove formula")
+    problem = _identifier_problem(name)
+    if problem or name.startswith("_"):
+        fail("name", f"custom loss name {_show(name)} {problem or 'starts with _'}",
+             'name it with a Python identifier, e.g. name = "focal"')
+    if target is not None and target not in TARGETS:
+        fail("target", f"unknown target kind {_show(target)}", _suggest(target, TARGETS) +
+             " (values: y shaped like the output; onehot: rows of class probabilities; labels: integer classes)")
+    if len(params) > MAX_LOSS_PARAMS:
+        fail(next(iter(params)), f"{len(params)} loss parameters is more than {MAX_LOSS_PARAMS}",
+             "write some numbers into the formula")
+    from .formula import CONSTANTS, FUNCTIONS
+    taken = {"y", "y_hat", *CONSTANTS, *FUNCTIONS, *LOSS_KEYS}
+    for key, value in params.items():
+        problem = _identifier_problem(key)
+        if problem or key.startswith("_") or key in taken:
+            fail(key, f"loss parameter name {_show(key)} {problem or 'is taken (a variable, constant, function or key)'}",
+                 "name a parameter with a Python identifier not used otherwise, e.g. gamma = 2.0")
+        if not _is_number(value) or not math.isfinite(value) or abs(value) > MAX_LOSS_PARAM:
+            fail(key, f"{key} must be a number from -{MAX_LOSS_PARAM:g} to {MAX_LOSS_PARAM:g}, got {_show(value)}",
+                 f"e.g. {key} = 2.0")
+
+
+def _check_penalties(net: Network, penalty, fail, layer: int | None = None) -> None:
+    """Weight penalties: a table of PENALTY_KEYS -> numbers from 0 to MAX_PENALTY."""
+    if not isinstance(penalty, dict):
+        fail("l2", f"penalties must be a dict of {', '.join(PENALTY_KEYS)}, got {_show(penalty)}", "e.g. l2 = 1e-4")
+    for key, value in penalty.items():
+        if key not in PENALTY_KEYS:
+            fail(key, f"unknown penalty {_show(key)}", _suggest(key, PENALTY_KEYS))
+        if not _is_number(value) or not 0 <= value <= MAX_PENALTY:
+            fail(key, f"{key} must be a number from 0 to {MAX_PENALTY:g}, got {_show(value)}",
+                 f"e.g. {key} = 1e-4 (0 for none)")
+
+
+# Target values a custom loss must be finite at, per kind of target.
+_TARGET_PROBES = {"values": (0.0, 0.5, 1.0), "onehot": (0.0, 1.0), "labels": (0.0, 1.0)}
+_PROBABILITIES = (0.05, 0.3, 0.6, 0.95)     # what a softmax output's units may be
+
+
+def _check_custom_loss(net: Network) -> None:
+    """Parse a custom loss's formula (safely) and check it is a finite real number wherever the output
+    layer can put y_hat (its activation at the probe points) for targets the loss takes."""
+    src, L = net.source, net.depth
+    entry = net.loss_entry              # parses now, so errors surface at load time
+    text = net.loss_formula
+    for key in net.loss_params:
+        if not re.search(rf"(?<![A-Za-z0-9_]){re.escape(key)}(?![A-Za-z0-9_])", text):
+            raise SpecError(src, _loss_place(net, key), f"parameter '{key}' is not used by the formula",
+                            "remove it, or use it in the formula")
+    last = net.layers[-1]
+    if entry.target in ("onehot", "labels") and last.units < 2:
+        raise SpecError(src, _place(net, "units", L), f"{entry.target} targets need at least 2 classes",
+                        "use target = \"values\" for a single output")
+    if net.is_vector(L):
+        outputs = [(p, f"a {last.activation} output of {p:g}") for p in _PROBABILITIES]
+    else:
+        f = net.activation_formula(L)
+        outputs = [(_value(f, z), f"what {last.activation} gives at z = {z:g}") for z in PROBES]
+    from .naming import Y, YHAT
+    for y_hat, why in outputs:
+        if y_hat is None:
+            continue
+        for y in _TARGET_PROBES[entry.target]:
+            value = _value(entry.element, {YHAT: y_hat, Y: y})
+            if value is not None and not math.isfinite(value):
+                raise SpecError(src, _loss_place(net, "formula"),
+                                f"{_show(text)} is not a finite real number at y_hat = {y_hat:.4g} ({why}), y = {y:g}",
+                                "the output layer's activation must keep y_hat where the loss is defined "
+                                "(e.g. sigmoid or softmax for log(y_hat) and log(1 - y_hat), softplus for y_hat > 0)")
 
 
 # Points a custom activation must be finite at: pre-activations of a trained network live here.
@@ -296,15 +494,18 @@ _FLOAT_FUNCTIONS = {sp.exp: math.exp, sp.log: math.log, sp.sin: math.sin, sp.cos
                     sp.sign: lambda u: float((u > 0) - (u < 0))}
 
 
-def _value(expr: sp.Expr, x: float) -> float | None:
-    """expr at X = x in Python floats (nan or inf where it is not a finite real), None if unsure.
+def _value(expr: sp.Expr, x) -> float | None:
+    """expr at X = x (or at {Symbol: value} for several) in Python floats (nan or inf where it is not a
+    finite real), None if unsure.
 
     Evaluates the tree directly (no lambdify: that would exec generated text), so a tower like
     exp(exp(exp(x))) is caught here before the verifier's mpmath meets numbers with 10**9 digits.
     """
+    env = x if isinstance(x, dict) else None
+
     def ev(e) -> float:
         if e.is_Symbol:
-            return x
+            return x if env is None else env[e]
         if e.is_Number or e.is_NumberSymbol:
             return float(e)
         args = [ev(a) for a in e.args]
@@ -374,8 +575,8 @@ def _warn_unusual(net: Network) -> None:
         warnings.warn(SpecWarning(str(SpecError(net.source, _place(net, key, layer), what, fix))), stacklevel=4)
 
     outputs = _outputs(last)
-    needs = LOSSES[net.loss].needs
-    if outputs == "distribution" and needs == "":
+    needs = net.loss_entry.needs
+    if outputs == "distribution" and needs == "" and not net.loss_entry.custom:
         warn("loss", f"{net.loss} on a {last.activation} output learns slowly where the {last.activation} saturates",
              'cce (or sparse_cce for integer labels) is the usual loss for class probabilities')
     if outputs == "distribution" and needs == "probability":
@@ -397,6 +598,8 @@ def _outputs(layer: Dense) -> str:
 
 def _check_pairing(net: Network, fail) -> None:
     """Loss/output pairings that cannot work are errors."""
+    if net.loss_formula is not None:
+        return          # a custom loss is checked where the output can put y_hat (_check_custom_loss)
     last = net.layers[-1]
     n = len(net.layers)
     needs, outputs = LOSSES[net.loss].needs, _outputs(last)
@@ -427,8 +630,11 @@ def network_from_dict(doc: dict, source: str = "<dict>", text: str = "") -> Netw
         fail("", "a spec must be a table", 'start with name = "my_net", inputs, loss and [[layers]] tables')
     for key in doc:
         if key not in TOP_KEYS:
+            if isinstance(key, str) and key.startswith("loss_"):
+                fail(key, f"unknown key {_show(key)}", 'write a custom loss as a [loss] table: name = "focal", '
+                     'formula = "..." in y_hat and y, and its parameters beside them (gamma = 2.0)')
             fail(key, f"unknown key {_show(key)}", _suggest(key, TOP_KEYS))
-    for key in TOP_KEYS:
+    for key in REQUIRED_KEYS:
         if key not in doc:
             fail(key, f"missing key '{key}'", {"name": 'add name = "my_net"', "inputs": "add inputs = 4",
                                                "loss": 'add loss = "mse"',
@@ -460,10 +666,25 @@ def network_from_dict(doc: dict, source: str = "<dict>", text: str = "") -> Netw
             fail(key, f"unknown key {_show(key)} in a layer", fix, l)
         if "units" not in table:
             fail("units", "missing key 'units'", "add units = N", l)
-        layers.append(Dense(table["units"], act, table.get("formula"), **params))
+        penalties = {k: table[k] for k in PENALTY_KEYS if k in table}
+        layers.append(Dense(table["units"], act, table.get("formula"), **params, **penalties))
+    loss, loss_formula, loss_target, loss_params = doc["loss"], None, None, {}
+    if isinstance(loss, dict):
+        for key, value in loss.items():
+            if not isinstance(key, str) or not key.isprintable():
+                fail("loss", f"unknown key {_show(key)} in the loss table", "a [loss] table takes name, formula, "
+                     "target and the loss's parameters")
+            if key not in LOSS_KEYS:
+                loss_params[key] = value
+        if "name" not in loss:
+            raise SpecError(source, _loss_place(probe, ""), "the loss table has no name",
+                            'add name = "huber" (a registry loss) or a name and a formula for a custom loss')
+        loss, loss_formula, loss_target = loss["name"], loss.get("formula"), loss.get("target")
     net = Network.__new__(Network)
-    for attr, value in dict(name=doc["name"], inputs=doc["inputs"], layers=tuple(layers), loss=doc["loss"],
-                            source=source, _text=text, _formulas={}).items():
+    for attr, value in dict(name=doc["name"], inputs=doc["inputs"], layers=tuple(layers), loss=loss,
+                            source=source, _text=text, _formulas={}, loss_formula=loss_formula,
+                            loss_params=loss_params, loss_target=loss_target,
+                            penalty={k: doc[k] for k in PENALTY_KEYS if k in doc}).items():
         object.__setattr__(net, attr, value)
     validate(net)
     return net
@@ -596,8 +817,13 @@ def toml_shape_problem(text: str) -> tuple[int, str] | None:
 
 
 def content_hash(net: Network) -> str:
-    """A short hash of what the network is (not of its formatting)."""
+    """A short hash of what the network is (not of its formatting): a loss's settings and the penalties
+    enter it only where given, so the hash of a network without them is what it always was."""
     import hashlib
     desc = repr((net.name, net.inputs, [(l.units, l.activation, sorted(l.params.items()), l.formula)
+                                        + ((sorted(l.penalty.items()),) if l.penalty else ())
                                         for l in net.layers], net.loss))
+    extra = (net.loss_formula, sorted(net.loss_params.items()), net.loss_target, sorted(net.penalty.items()))
+    if extra != (None, [], None, []):
+        desc += repr(extra)
     return hashlib.sha256(desc.encode()).hexdigest()[:12]

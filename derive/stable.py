@@ -13,8 +13,16 @@ def _exp_arg(one_plus_exp) -> sp.Expr:
 
 
 def _mul_rewrite(m: sp.Mul) -> sp.Mul:
-    """exp(u) / (1 + exp(u))**k = sigmoid(u) / (1 + exp(u))**(k-1): no inf/inf for large u."""
+    """exp(u) / (1 + exp(u))**k = sigmoid(u) / (1 + exp(u))**(k-1), and sinh(u) / cosh(u) = tanh(u):
+    no inf/inf for large u."""
     factors = list(m.args)
+    for i, f in enumerate(factors):
+        if f.is_Pow and f.exp == -1 and isinstance(f.base, sp.cosh):
+            u = f.base.args[0]
+            for j, e in enumerate(factors):
+                if isinstance(e, sp.sinh) and sp.expand(e.args[0] - u) == 0:
+                    rest = [x for n, x in enumerate(factors) if n not in (i, j)]
+                    return sp.Mul(*rest, sp.tanh(u))
     for i, f in enumerate(factors):
         if f.is_Pow and f.exp.is_Integer and f.exp < 0 and _is_one_plus_exp(f.base):
             u = _exp_arg(f.base)
@@ -29,6 +37,9 @@ def stabilize(expr: sp.Expr) -> sp.Expr:
     """Rewrite expr into numerically stable primitives before printing."""
     expr = sp.sympify(expr)
     expr = expr.replace(lambda e: e.is_Mul, _mul_rewrite)
+    # log(cosh(u)) = u - log(2) + log(1 + exp(-2u)): cosh overflows beyond |u| = 710, this never does
+    expr = expr.replace(lambda e: isinstance(e, sp.log) and isinstance(e.args[0], sp.cosh),
+                        lambda e: e.args[0].args[0] - sp.log(2) + Softplus(-2 * e.args[0].args[0]))
     expr = expr.replace(lambda e: isinstance(e, sp.log) and _is_one_plus_exp(e.args[0]),
                         lambda e: Softplus(_exp_arg(e.args[0])))
     expr = expr.replace(lambda e: e.is_Pow and e.exp.is_Integer and e.exp < 0 and _is_one_plus_exp(e.base),

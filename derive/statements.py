@@ -13,6 +13,7 @@ from .naming import A, G, LOGP, X, Y, YSUM
 from .nodes import UnitSum
 
 SCALE = sp.Symbol(naming.SCALE, real=True)   # what backward scales every gradient by: 1/n (sgd_step: lr/n)
+RATE = sp.Symbol(naming.RATE, real=True)     # ... and the penalty's gradient by: 1 (sgd_step: lr)
 
 
 def array(name: str) -> sp.Symbol:

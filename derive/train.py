@@ -50,7 +50,9 @@ def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, o
     Returns:
         (params, {"epochs": [{"epoch", "train_loss", "test_loss", "test_accuracy"}, ...],
         "seconds": training time}). Losses are the batch mean over the whole training and
-        test set after each epoch; test values are None without a test set. With sharpness,
+        test set after each epoch (the module's loss(): with a weight penalty, the data term plus
+        the penalty, whose rows then also have "penalty" and "train_data_loss", the data term alone);
+        test values are None without a test set. With sharpness,
         every row also has "sharpness" and "sharpness_residual" (||H v - value v||), and the
         metrics a "sharpness" entry: {"method", "iterations", "examples", "initial" (at the
         starting parameters), "threshold" and "threshold_formula" (2/lr for sgd, see
@@ -79,6 +81,7 @@ def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, o
     kind = accuracy_kind(None, np.asarray(y)) if accuracy == "auto" else accuracy
 
     rng = np.random.default_rng([seed, 1])  # its own stream: not the split's nor init_params'
+    penalised = callable(getattr(module, "penalty", None))   # a module of a penalised network
     n = len(x_train)
     batches = -(-n // batch_size)
     bar = _Bar(progress, epochs, batches)
@@ -102,6 +105,10 @@ def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, o
                 bar.update(epoch, b)
             bar.clear()
             row = {"epoch": epoch, "train_loss": _finite(module.loss(params, x_train, y_train))}
+            if penalised:        # loss() is the whole objective; the data term is what is left without the penalty
+                row["penalty"] = _finite(module.penalty(params))
+                row["train_data_loss"] = None if None in (row["train_loss"], row["penalty"]) else \
+                    row["train_loss"] - row["penalty"]
             row.update(evaluate(module, params, x_test, y_test, kind, prefix="test_"))
             if row["train_loss"] is None:
                 raise SpecError("train", f"epoch {epoch}", "the training loss is no longer finite: training diverged",

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .losses import LOSSES
 from .naming import X, Y, YHAT
 from .spec import Network
 from .verify_numeric import REAL, evaluate_array, kink_arguments
-from .verify_reference import Trajectory, _key, formula, pre_activation, preactivations
+from .verify_reference import Trajectory, _key, formula, penalty_terms, pre_activation, preactivations
 
 K_FORWARD = 16
 K_GRAD = 8
@@ -144,7 +143,7 @@ _KINKS = {}
 
 def _loss_kinks_at_target(net: Network) -> bool:
     """The loss switches branch where y_hat = y (mae's |y_hat - y|)."""
-    args = kink_arguments(LOSSES[net.loss].element)
+    args = kink_arguments(net.loss_entry.element)
     return any(a.xreplace({YHAT: Y}) == 0 for a in args)
 
 
@@ -230,7 +229,7 @@ class _Case:
         self.rng = rng
         self.label = f"{regime} point, batch {batch}, {np.dtype(dtype).name}"
         self.x = x.astype(dtype)
-        self.y = y if LOSSES[net.loss].target == "labels" else y.astype(dtype)
+        self.y = y if net.loss_entry.target == "labels" else y.astype(dtype)
         self.params = {k: v.astype(dtype) for k, v in params.items()}
         if regime == "kinks":
             try:
@@ -520,7 +519,13 @@ class _Case:
     def _crosses(self, V, kind, l, h) -> bool:
         """Does the path p +- h v cross a branch switch of some activation or of the loss?"""
         kinks = _layer_kinks(self.net)
-        loss_kinks = kink_arguments(LOSSES[self.net.loss].element)
+        loss_kinks = kink_arguments(self.net.loss_entry.element)
+        name = f"{kind}{l}"
+        for param, term in penalty_terms(self.net):      # an l1 penalty's kink at w = 0, along this parameter
+            if param == name and kink_arguments(term):
+                P = np.asarray(self.params[name], dtype=np.float64)
+                if np.any(np.sign(P - h * V) != np.sign(P)) or np.any(np.sign(P + h * V) != np.sign(P)):
+                    return True
         if not any(kinks.values()) and not loss_kinks:
             return False
         signs = []

@@ -6,7 +6,8 @@
 - finite differences: at full size, in float64, hvp(v) against Richardson-extrapolated central
   differences of the module's own gradient along v, and u.G v against (J u)^T H_out (J v), with J u
   and J v central differences of an independent float64 forward pass and H_out sp.diff of the loss
-  in the split variable, twice;
+  in the split variable, twice (plus u^T H_penalty v, the weight penalty's per-entry formula
+  differentiated twice, where the spec has one);
 - the module against itself: the Hessian is symmetric and its columns are hvp, u.H v = v.H u,
   G is positive semi-definite (every loss here is convex in the split variable), loss_grad_hvp is
   loss_and_grad and hvp, float32 stays float32, no argument is written into.
@@ -21,7 +22,6 @@ import time
 import numpy as np
 import sympy as sp
 
-from .losses import LOSSES
 from .spec import Network
 from .verify_checks import Report, _num, _Rows, sample_point
 from .verify_numeric import evaluate_array
@@ -181,7 +181,7 @@ def _check_gnvp(net, module, rows, split, params, x, y, u, v, crossing):
     else:
         H = split.hessians(at, t)
         n = len(x)
-        ref = float(np.einsum("ni,nij,nj->", ju[0], H, jv[0])) / n
+        ref = float(np.einsum("ni,nij,nj->", ju[0], H, jv[0])) / n + _penalty_curvature(net, params, u, v)
         # first order in each factor's error
         err = float(np.einsum("ni,nij,nj->", np.abs(ju[0]), np.abs(H), jv[1])
                     + np.einsum("ni,nij,nj->", ju[1], np.abs(H), np.abs(jv[0]))) / n
@@ -198,6 +198,19 @@ def _check_gnvp(net, module, rows, split, params, x, y, u, v, crossing):
     scale = math.sqrt(_dot(v, v) * _dot(gv, gv)) + 1e-300
     psd.record(max(0.0, -q) / (K_ROUND * _u64() * scale * (1 + max(net.sizes))), 1,
                lambda: f"v.G v = {_num(q)} < 0 for a loss convex in the split variable, batch {len(x)}")
+
+
+def _penalty_curvature(net: Network, params: dict, u: dict, v: dict) -> float:
+    """u^T H_penalty v: the weight penalty's second derivative (sp.diff twice of its per-entry formula,
+    from the spec: l2 gives its coefficient, l1 0 away from w = 0) at each penalised entry."""
+    from .expansion import penalty_terms
+    from .penalties import W as ENTRY
+    from .verify_numeric import derivative
+    total = 0.0
+    for name, term in penalty_terms(net):
+        d2 = evaluate_array(derivative(derivative(term, ENTRY), ENTRY), {ENTRY: np.asarray(params[name], np.float64)})
+        total += float(np.sum(np.asarray(u[name], np.float64) * np.asarray(d2, np.float64) * np.asarray(v[name], np.float64)))
+    return total
 
 
 def _check_api(net, module, rows, names, params, x, y, rng):
@@ -241,7 +254,7 @@ def _check_float32(net, module, rows, names, params, x, y, v):
     f32 = {p: a.astype(np.float32) for p, a in params.items()}
     v32 = {p: a.astype(np.float32) for p, a in v.items()}
     x32 = x.astype(np.float32)
-    y32 = y if LOSSES[net.loss].target == "labels" else y.astype(np.float32)
+    y32 = y if net.loss_entry.target == "labels" else y.astype(np.float32)
     before = [{p: a.copy() for p, a in d.items()} for d in (f32, v32)] + [x32.copy(), np.copy(y32)]
     results = {"hvp": module.hvp(f32, x32, y32, v32), "gnvp": module.gnvp(f32, x32, y32, v32)}
     _, g, h = module.loss_grad_hvp(f32, x32, y32, v32)

@@ -3,7 +3,9 @@
 Nothing here reads the derivation: each layer is z = a W^T + b and a = f(z) with f the registry's
 formula; a directional derivative is forward mode (the chain rule applied in the direction of
 the tangent) with f' = sp.diff(f) under the kink conventions, the softmax's tangent by the complex
-step on its formula, and the loss's by sp.diff of its per-element formula. All in extended
+step on its formula, and the loss's by sp.diff of its per-element formula. A weight penalty is
+the penalty registry's per-entry formula times the spec's coefficient, summed over the parameter,
+and its slope sp.diff of that formula. All in extended
 precision (np.longdouble), at the trajectory of the module under test (its cached activations),
 so a kink the module sits on exactly is a kink here too.
 """
@@ -13,8 +15,9 @@ import numpy as np
 import sympy as sp
 
 from .activations import softmax_instance
-from .losses import LOSSES
+from .expansion import penalty_terms
 from .naming import X, Y, YHAT
+from .penalties import W as ENTRY
 from .spec import Network
 from .verify_numeric import REAL, Evaluator, bounded, derivative, evaluate_array
 
@@ -37,8 +40,8 @@ def softmax(z):
 
 
 def _key(net: Network):
-    return (net.inputs, net.loss, tuple((la.units, la.activation, tuple(sorted(la.params.items())), la.formula)
-                                        for la in net.layers))
+    return (net.inputs, net.loss, net.loss_formula, tuple(sorted(net.loss_params.items())),
+            tuple((la.units, la.activation, tuple(sorted(la.params.items())), la.formula) for la in net.layers))
 
 
 _FORMULAS = {}
@@ -65,7 +68,7 @@ def preactivations(net: Network, params: dict, x) -> list:
 
 
 def targets(net: Network, y, batch: int) -> np.ndarray:
-    if LOSSES[net.loss].target == "labels":
+    if net.loss_entry.target == "labels":
         return np.eye(net.sizes[-1], dtype=REAL)[np.asarray(y, dtype=int)]
     return np.asarray(y, dtype=REAL).reshape(batch, -1)
 
@@ -118,11 +121,21 @@ class Trajectory:
             ok = isinstance(mod, np.ndarray) and mod.shape == a.shape and np.all(np.isfinite(mod))
             self.a.append(np.asarray(mod, dtype=REAL) if ok and l < net.depth else a)
         self.y = targets(net, y, self.batch)
-        element = LOSSES[net.loss].element
+        element = net.loss_entry.element
         yhat = self.a_ref[-1]
         self.loss_terms, self.loss_err = bounded(element, {YHAT: yhat, Y: self.y}, {YHAT: self.a_err[-1]})
         self.loss = self.loss_terms.sum() / self.batch
         self.loss_bound = (self.loss_err.sum() + np.abs(self.loss_terms).sum()) / self.batch
+        # the penalty: its value (any order of summation: (entries + 1) u of the sum of magnitudes) and its slope
+        self.penalty, self.penalty_slope = REAL(0), {}
+        for name, term in penalty_terms(net):
+            P = (self.W if name[0] == "W" else self.b)[int(name[1:])]
+            value, err = bounded(term, {ENTRY: P}, {})
+            self.penalty = self.penalty + value.sum()
+            self.loss_bound = self.loss_bound + err.sum() + (P.size + 1) * np.abs(value).sum()
+            slope = evaluate_array(derivative(term, ENTRY), {ENTRY: P})
+            self.penalty_slope[name] = self.penalty_slope.get(name, 0) + np.broadcast_to(slope, P.shape)
+        self.loss = self.loss + self.penalty
         d = derivative(element, YHAT)
         if snap is not None:
             close = np.abs(yhat - self.y) <= snap * (self.a_err[-1] + np.abs(yhat))
@@ -167,7 +180,14 @@ class Trajectory:
         if vb is not None:
             dz += np.asarray(vb, dtype=REAL)[:, None, :]
             mag += np.abs(np.asarray(vb, dtype=REAL))[:, None, :]
-        return self._propagate(l, dz, mag)
+        value, scale = self._propagate(l, dz, mag)
+        for kind, v in (("W", vW), ("b", vb)):       # the penalty's slope along v, where it has one
+            slope = self.penalty_slope.get(f"{kind}{l}")
+            if v is not None and slope is not None:
+                v = np.asarray(v, dtype=REAL).reshape(len(v), -1)
+                value = value + v @ slope.ravel()
+                scale = scale + np.abs(v) @ np.abs(slope).ravel()
+        return value, scale
 
     def jvp_entries(self, kind: str, index, start: int):
         """jvp along single entries of W{start} (index: (k, j) arrays) or b{start} (index: (k,))."""
@@ -180,7 +200,12 @@ class Trajectory:
             dz[rows, :, ks] = self.a[l - 1][:, np.asarray(index[1])].T
         else:
             dz[rows, :, ks] = 1
-        return self._propagate(l, dz, np.abs(dz))
+        value, scale = self._propagate(l, dz, np.abs(dz))
+        slope = self.penalty_slope.get(f"{kind}{l}")
+        if slope is not None:                          # the penalty's slope at each entry
+            at = slope[tuple(np.asarray(ix) for ix in index)]
+            value, scale = value + at, scale + np.abs(at)
+        return value, scale
 
     def _propagate(self, l, dz, mag):
         self.reach = np.max(np.abs(dz), axis=(1, 2)) if dz.size else np.zeros(len(dz))

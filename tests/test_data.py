@@ -210,7 +210,8 @@ def test_targets_that_do_not_fit(y, n_outputs, loss, fragments):
 
 def test_unknown_source_and_loss(tmp_path):
     expect_error(["cifar", "unknown data source", "digits, mnist:DIR, csv:PATH or PATH.npz"], load_raw, "cifar")
-    expect_error(["digits: loss: unknown loss 'hinge'", "sparse_cce"], load, "digits", n_outputs=10, loss="hinge")
+    expect_error(["digits: loss: unknown loss 'squared_hinge'", "sparse_cce"], load, "digits", n_outputs=10,
+                 loss="squared_hinge")
 
 
 def test_check_width():

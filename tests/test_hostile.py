@@ -109,7 +109,9 @@ def assert_user_error(rc, out, err, work: Path):
 def test_corpus_is_large_and_varied():
     assert len(CORPUS) >= 40
     kinds = {p.name.split("_")[0] for p in CORPUS}
-    assert {"name", "formula", "units", "layers", "missing", "misspelt"} <= kinds
+    assert {"name", "formula", "units", "layers", "missing", "misspelt", "loss", "penalty"} <= kinds
+    assert len([p for p in CORPUS if p.stem.startswith("loss_formula")]) >= 20   # as hostile as the activations'
+
 
 
 def _run_commands(spec, commands, tmp_path):
@@ -132,7 +134,8 @@ SAMPLE = [p for p in CORPUS if p.stem in {
     "binary_garbage", "deeply_nested_arrays", "duplicate_key", "empty", "formula_import", "formula_exp_tower",
     "formula_literal_with_huge_exponent", "formula_sympy_symbol_injection", "key_with_newline", "layers_string",
     "misspelt_activation", "name_newline_injection", "name_stdlib_os", "too_many_parameters", "units_bool",
-    "cce_on_relu", "bce_on_identity", "custom_activation_injection_name"}]
+    "cce_on_relu", "bce_on_identity", "custom_activation_injection_name", "loss_formula_import",
+    "loss_formula_dunder_attribute", "loss_param_string", "penalty_negative"}]
 
 
 @needs_fork
@@ -142,7 +145,7 @@ def test_hostile_spec_gets_one_line_and_exit_status_2_from_every_command(spec, t
 
 
 def test_sample_covers_every_command_and_kind():
-    assert len(SAMPLE) == 18
+    assert len(SAMPLE) == 22
 
 
 def _fifo(tmp_path):
@@ -322,6 +325,30 @@ def test_derivation_is_bounded_by_size_not_time(monkeypatch):
     assert solves == [] and calls < 500_000     # ~78k function calls measured, with SymPy's cache cold
     assert d.fprime == sp.diff(f, elementwise.X)
     elementwise.derive_elementwise.cache_clear()
+
+
+def test_costly_loss_formulas_are_bounded_by_size_not_time():
+    """(y_hat - y)**100 is three operations, but simplify would multiply out its softmax instance (5151
+    terms per power, minutes): expansion_size bounds what is simplified, so the derivation falls back
+    to the Jacobian-vector product at once, the same on every machine."""
+    from derive.backprop import derive
+    from derive.spec import Dense, Network
+    start = time.monotonic()
+    for act in ("softmax", "sigmoid"):
+        net = Network("costly", 2, [Dense(3, act)], loss="costly", loss_formula="(y_hat - y)**100")
+        assert derive(net).output.kind in ("jvp", "chain")
+    assert elementwise.expansion_size((elementwise.X + elementwise.A + 1) ** 99) > elementwise.MAX_EXPANDED_TERMS
+    assert time.monotonic() - start < 30
+
+
+def test_documents_of_nested_sigmoids_are_typeset_in_seconds():
+    """SymPy's LaTeX printer asks whether each nested exponent is a negative constant (24 s for a sigmoid
+    nested 6 deep); nested exps are printed without asking."""
+    from derive.formula import parse_formula
+    from derive.latex_printer import latex
+    start = time.monotonic()
+    tex = latex(elementwise.derive_elementwise(parse_formula("sigmoid(" * 6 + "x" + ")" * 6)).fprime)
+    assert tex.count("e^{") > 6 and time.monotonic() - start < 10
 
 
 def test_no_clock_decides_what_is_derived():
