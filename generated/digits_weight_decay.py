@@ -221,7 +221,8 @@ def _hvp(params, v, y, scale, rate, x, a1, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(1 - a1**2)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Rlogp = Rz2 - (Rz2*a2).sum(axis=1, keepdims=True)
     Ra2 = Rlogp*a2
@@ -229,11 +230,13 @@ def _hvp(params, v, y, scale, rate, x, a1, a2):
     delta2 = a2 - y
     Rdelta2 = Ra2*scale
     delta2 *= scale
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     # dL/dz1: delta2 back through W2, times tanh' = 1 - a1**2
     delta1 = delta2.dot(params["W2"])
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= 1 - a1**2
     Rdelta1 += -2*Ra1*a1*delta1
     RdW1 = Rdelta1.T.dot(x)
@@ -253,7 +256,8 @@ def _grad_hvp(params, v, y, scale, rate, x, a1, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(1 - a1**2)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Rlogp = Rz2 - (Rz2*a2).sum(axis=1, keepdims=True)
     Ra2 = Rlogp*a2
@@ -262,12 +266,14 @@ def _grad_hvp(params, v, y, scale, rate, x, a1, a2):
     Rdelta2 = Ra2*scale
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     # dL/dz1: delta2 back through W2, times tanh' = 1 - a1**2
     delta1 = delta2.dot(params["W2"])
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= 1 - a1**2
     Rdelta1 += -2*Ra1*a1*delta1
     delta1 *= 1 - a1**2
@@ -295,7 +301,8 @@ def _gnvp(params, v, y, scale, rate, x, a1, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(1 - a1**2)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Rlogp = Rz2 - (Rz2*a2).sum(axis=1, keepdims=True)
     Ra2 = Rlogp*a2

@@ -202,7 +202,8 @@ def _hvp(params, v, y, scale, x, a1, z2, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(1 - a1**2)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = Rz2*a2*(1 - a2)
     # dL/dz2 (fused: derived and simplified by SymPy)
@@ -210,11 +211,13 @@ def _hvp(params, v, y, scale, x, a1, z2, a2):
     Rdelta2 = Ra2*(2*a2**2*(y - 1)*np.logaddexp(0, z2) + 3*a2**2 + 2*a2*y*(2*a2 - 2)*(z2 - np.logaddexp(0, z2)) - 6*a2*y + 4*a2*(a2 - 1)*(y - 1)*np.logaddexp(0, z2) + 2*y*(a2 - 1)**2*(z2 - np.logaddexp(0, z2)) + 3*y) + Rz2*(2*a2**3*(a2 - 1)*(y - 1) + 2*a2*y*(1 - a2)*(a2 - 1)**2)
     Rdelta2 *= scale
     delta2 *= scale
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     # dL/dz1: delta2 back through W2, times tanh' = 1 - a1**2
     delta1 = delta2.dot(params["W2"])
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= 1 - a1**2
     Rdelta1 += -2*Ra1*a1*delta1
     RdW1 = Rdelta1.T.dot(x)
@@ -232,7 +235,8 @@ def _grad_hvp(params, v, y, scale, x, a1, z2, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(1 - a1**2)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = Rz2*a2*(1 - a2)
     # dL/dz2 (fused: derived and simplified by SymPy)
@@ -241,12 +245,14 @@ def _grad_hvp(params, v, y, scale, x, a1, z2, a2):
     Rdelta2 *= scale
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
-    RdW2 = Rdelta2.T.dot(a1) + delta2.T.dot(Ra1)
+    RdW2 = Rdelta2.T.dot(a1)
+    RdW2 += delta2.T.dot(Ra1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     # dL/dz1: delta2 back through W2, times tanh' = 1 - a1**2
     delta1 = delta2.dot(params["W2"])
-    Rdelta1 = Rdelta2.dot(params["W2"]) + delta2.dot(v["W2"])
+    Rdelta1 = Rdelta2.dot(params["W2"])
+    Rdelta1 += delta2.dot(v["W2"])
     Rdelta1 *= 1 - a1**2
     Rdelta1 += -2*Ra1*a1*delta1
     delta1 *= 1 - a1**2
@@ -268,7 +274,8 @@ def _gnvp(params, v, y, scale, x, a1, a2):
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
     Ra1 = Rz1*(1 - a1**2)
-    Rz2 = Ra1.dot(params["W2"].T) + a1.dot(v["W2"].T)
+    Rz2 = Ra1.dot(params["W2"].T)
+    Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
     Ra2 = Rz2*a2*(1 - a2)
     # H_a R{a}: the loss's Hessian in a, applied

@@ -380,3 +380,12 @@ def test_generate_array_api_refuses_two_specs_writing_one_file(tmp_path):
     r = run_cli("generate", "--array-api", a, b, "-o", out)      # as a user runs it: one line, exit 2
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "net_xp.py" in r.stderr, r.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_penalised_network_is_refused_in_one_line(tmp_path):
+    """The array-API template has no penalty yet: refused, exit 2, nothing written (never a module
+    that silently leaves the penalty out)."""
+    from conftest import ROOT, run_cli
+    proc = run_cli("generate", "--array-api", ROOT / "examples" / "digits_weight_decay.toml", "-o", tmp_path)
+    assert proc.returncode == 2 and "penalt" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
