@@ -180,7 +180,8 @@ class Pieces:
         return self._elementwise(value, l)
 
     def dW(self, l: int) -> sp.MatrixExpr:
-        """dW{l} = dL/dW{l}, shape (n_l, n_{l-1}): the Program's statement."""
+        """dW{l} = dL/dW{l}, shape (n_l, n_{l-1}): the Program's statement (the data term's; a weight penalty's
+        gradient, added entry by entry, is penalty_gradient("W{l}"))."""
         self._layer(l)
         return self._display(self.program.defining(naming.grad(naming.weight(l)))[0].expr, l)
 
