@@ -65,6 +65,10 @@ TORCH_LOSSES = {
     "bce": lambda a, y: -(y * torch.log(a) + (1 - y) * torch.log(1 - a)).sum(),
     "cce": lambda a, y: -(y * torch.log(a)).sum(),
     "sparse_cce": lambda a, y: -(y * torch.log(a)).sum(),      # y one-hot by then
+    # the registry's parameterised losses at their defaults (huber's delta = 1), as PyTorch spells them
+    "huber": lambda a, y: torch.nn.functional.huber_loss(a, y, reduction="sum", delta=1.0),
+    "log_cosh": lambda a, y: torch.log(torch.cosh(a - y)).sum(),
+    "hinge": lambda a, y: torch.clamp(1 - y * a, min=0).sum(),
 }
 # The same losses in log a and log(1 - a), which the reference takes from the logits: 1 - a formed from
 # a = 0.9999999 would cost the reference itself 7 digits (the generated sigmoid + bce keeps them all).
