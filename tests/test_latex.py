@@ -267,16 +267,17 @@ def test_curvature_section_is_printed_from_the_program():
     prog = program(load_spec(ROOT / "examples" / "tanh_regression.toml"))
     a1, Ra1, delta1 = symbol("a1"), symbol("Ra1"), symbol("delta1")
 
-    def planted(pass_name, name, op, expr):
+    def planted(pass_name, name, op, expr, reads=None):
         statements = getattr(prog, pass_name)
-        k = next(i for i, s in enumerate(statements) if s.name == name and s.op == op)
+        k = next(i for i, s in enumerate(statements)
+                 if s.name == name and s.op == op and (reads is None or s.expr.has(reads)))
         changed = statements[:k] + (dataclasses.replace(statements[k], expr=expr),) + statements[k + 1:]
         return render_document(dataclasses.replace(prog, **{pass_name: changed}))
 
     original = render_document(prog)
     second = r"&\quad - 2 \mathcal{R}\{a^{(1)}\} a^{(1)} g^{(1)} &&\text{second-order term}"
     assert second in original
-    tex = planted("rbackward", "Rdelta1", "+=", -3 * Ra1 * a1 * delta1)
+    tex = planted("rbackward", "Rdelta1", "+=", -3 * Ra1 * a1 * delta1, reads=Ra1)   # the second-order term
     assert second not in tex and r"&\quad - 3 \mathcal{R}\{a^{(1)}\} a^{(1)} g^{(1)} &&\text{second-order term}" in tex
     tex = planted("rforward", "Ra1", "=", symbol("Rz1") * (1 - a1 ** 3))
     assert r"\mathcal{R}\{a^{(1)}\} &= \mathcal{R}\{z^{(1)}\} \left(1 - \left(a^{(1)}\right)^{3}\right)" in tex
