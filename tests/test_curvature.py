@@ -328,7 +328,7 @@ def architectures(draw):
 
 
 @needs_torch
-@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
 @given(net=architectures(), batch=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_random_architectures_match_torch(net, batch, seed):
     """hvp, gnvp and hessian of random networks (batch 1 included) within TOL of torch.func's."""
