@@ -304,16 +304,18 @@ def array_api_section():
     if not path.exists():
         return []
     lines = path.read_text().strip().splitlines()
-    head = lines[2] if len(lines) > 2 else ""
+    head = (lines[2] if len(lines) > 2 else "").split(". One step")[0].strip()
     try:
         start = lines.index("## Targets")
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         targets = ["#" + l if l.startswith("#") else l for l in lines[start:end]]
     except ValueError:
         targets = []
+    machine = [l for l in lines if l.startswith(("- CPU:", "- Python", "- Threads:"))]
     return [ARRAY_API_BEGIN, "## The array-API module on PyTorch and JAX (`benchmarks/array_api.py`)", "",
-            f"Its last run ({head.strip()}) and the full table, machine and method: "
-            "[ARRAY_API.md](ARRAY_API.md).", "", *targets, ARRAY_API_END, ""]
+            f"The targets of its last run, {head}; the full table, the machine and the method: "
+            "[ARRAY_API.md](ARRAY_API.md); where the time goes: [PROFILE.md](PROFILE.md). Its machine (it may "
+            "not be this file's):", "", *machine, "", *targets, ARRAY_API_END, ""]
 
 
 def render(results, cfg, info, argv, started, elapsed, load):

@@ -388,3 +388,22 @@ def test_gpu_script_dry_run_on_the_cpu(tmp_path):
     assert rows[array_api.LABELS["torch"]][11] == "ok"
     assert rows[array_api.LABELS["xp_cupy_sgd_step"]][4] == "skipped"
     assert "xp `sgd_step` (CuPy) skipped: cupy is not importable" in report
+
+
+def test_array_api_section_quotes_targets_and_machine(tmp_path, monkeypatch):
+    (tmp_path / "ARRAY_API.md").write_text(
+        "# Array-API module benchmarks\n\n`python benchmarks/array_api.py`, 2026-01-01 00:00 UTC, 9 s. One step = ...\n\n"
+        "## Machine\n\n- CPU: Example\n- Python 3\n- Threads: 1\n\n## Method\n\n- m\n\n"
+        "## Targets\n\n| target |\n|---|\n| xp sgd_step ≤ 0.85 × PyTorch eager |\n\n## Results\n\n| rows |\n")
+    monkeypatch.setattr(bench, "HERE", tmp_path)
+    section = bench.array_api_section()
+    assert section[0] == bench.ARRAY_API_BEGIN and section[-2] == bench.ARRAY_API_END
+    text = "\n".join(section)
+    assert "`python benchmarks/array_api.py`, 2026-01-01 00:00 UTC, 9 s;" in text and "One step" not in text
+    assert "- CPU: Example" in text and "### Targets" in text and "| xp sgd_step ≤ 0.85 × PyTorch eager |" in text
+    assert "## Results" not in text and "| rows |" not in text
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# T\n\n{bench.CURVATURE_BEGIN}\nc\n{bench.CURVATURE_END}\n")
+    curvature.update_results_md(results, section, bench.ARRAY_API_BEGIN, bench.ARRAY_API_END)
+    curvature.update_results_md(results, section, bench.ARRAY_API_BEGIN, bench.ARRAY_API_END)
+    assert results.read_text().count(bench.ARRAY_API_BEGIN) == 1 and f"{bench.CURVATURE_BEGIN}\nc\n" in results.read_text()
