@@ -57,7 +57,7 @@ LABELS = {
 CPU_RUNTIMES = ["xp_torch_sgd_step", "xp_torch_loss_and_grad", "torch", "torch_nn", "xp_jax_sgd_update", "jax"]
 NET = "mlp_784_256_128_10"
 FULL = dict(configs=[(NET, 32, "float32"), (NET, 128, "float32"), (NET, 1024, "float32")],
-            runtimes=CPU_RUNTIMES, rounds=11, repeats=20, min_time=0.3)
+            runtimes=CPU_RUNTIMES, rounds=21, repeats=20, min_time=0.3)
 # The smoke run leaves out nn.Linear + optim.SGD (one more torch process; tests check that peer directly).
 SMOKE = dict(configs=[("mlp_4_2_3", 32, "float32")], runtimes=[rt for rt in CPU_RUNTIMES if rt != "torch_nn"],
              rounds=1, repeats=3, min_time=0.0)
