@@ -1,8 +1,8 @@
 """Time one runtime's training step on one configuration; print the timings as JSON.
 
-    python benchmarks/_worker.py RUNTIME NET BATCH DTYPE REPEATS [--min-time S] [--check]
+    python benchmarks/_worker.py RUNTIME NET BATCH DTYPE REPEATS [--min-time S] [--check] [--device D]
 
-RUNTIME is one of RUNTIMES or CURVATURE_RUNTIMES. Runs REPEATS timed steps, more until --min-time
+RUNTIME is one of RUNTIMES, CURVATURE_RUNTIMES or XP_RUNTIMES. Runs REPEATS timed steps, more until --min-time
 seconds have passed. Prints one JSON object: per-step wall times in ns, CPU time
 per step (process time over blocks of 8 steps), a probe of
 the first step (loss, norm of the parameter update) for cross-checking the
@@ -11,6 +11,10 @@ A curvature runtime times one product (H v, G v, ...) per step along the fixed d
 nets.make_direction; its probe is the product's norm and v . product, and with --check
 (before timing) the relative error of its H v against the generated module's `hvp`,
 computed in this process with NumPy (which every worker has loaded anyway).
+An array-API runtime (xp_*) times the `--array-api` module <name>_xp.py of --generated-dir on
+torch tensors (on --device), JAX arrays (jax.jit of its sgd_update) or CuPy arrays; with --check
+(before timing) it also reports the hand-written NumPy step's probe from this process
+("reference"), so that the driver can compare runtimes that never run the NumPy reference.
 Each runtime runs in its own process: NumPy and PyTorch in one process slow
 each other down (idle BLAS/OpenMP threads spin).
 """
@@ -28,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nets import CURVATURE_RUNTIMES, NETS, RUNTIMES, make_batch, make_direction, make_params  # noqa: E402
+from nets import (ALL_NETS, CURVATURE_RUNTIMES, RUNTIMES, XP_RUNTIMES, make_batch, make_direction,  # noqa: E402
+                  make_params)
 import reference_numpy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +44,13 @@ class Skip(Exception):
     """The runtime cannot run here; the message says why."""
 
 
-def load_generated(net, generated_dir):
-    """Import generated/<net>.py by path and check it matches the network."""
-    path = Path(generated_dir) / f"{net.name}.py"
+def load_generated(net, generated_dir, suffix=""):
+    """Import generated/<net><suffix>.py by path (suffix "_xp": the array-API module) and check it
+    matches the network."""
+    path = Path(generated_dir) / f"{net.name}{suffix}.py"
     if not path.exists():
         raise Skip(f"{path} does not exist yet")
-    spec = importlib.util.spec_from_file_location(f"_generated_{net.name}", path)
+    spec = importlib.util.spec_from_file_location(f"_generated_{net.name}{suffix}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     shapes = {k: tuple(v) for k, v in getattr(mod, "PARAM_SHAPES", {}).items()}
@@ -53,9 +59,11 @@ def load_generated(net, generated_dir):
     return mod
 
 
-def make_step(runtime, net, params, x, y, generated_dir):
+def make_step(runtime, net, params, x, y, generated_dir, device="cpu"):
     """Return (step, get_params, info): step() does one SGD step and returns the loss or None."""
     info = {}
+    if runtime.startswith("xp_"):
+        return make_xp_step(runtime, net, params, x, y, generated_dir, device)
 
     def numpy_params():
         return {k: v.copy() for k, v in params.items()}
@@ -86,18 +94,94 @@ def make_step(runtime, net, params, x, y, generated_dir):
     if runtime == "gemm":
         gemm = reference_numpy.GemmOnly(params)
         return (lambda: gemm(x, y, LR)), numpy_params, info
-    if runtime in ("torch", "jax"):
-        if importlib.util.find_spec(runtime) is None:
-            raise Skip(f"{runtime} is not installed")
+    if runtime in ("torch", "torch_nn", "jax"):
+        lib = runtime.split("_")[0]
+        try:
+            importlib.import_module(lib)
+        except ImportError as e:
+            raise Skip(f"{lib} is not importable ({e})") from None
         import peers
 
-        if runtime == "torch":
+        if lib == "torch":
             import torch
 
+            if device == "cuda" and not torch.cuda.is_available():
+                raise Skip("torch.cuda.is_available() is False")
             info["threads"] = torch.get_num_threads()
-            return (*peers.make_torch_step(params, x, y, LR, net.head), info)
+            make = peers.make_torch_nn_step if runtime == "torch_nn" else peers.make_torch_step
+            return (*make(params, x, y, LR, net.head, device), info)
         return (*peers.make_jax_step(params, x, y, LR, net.head), info)
-    raise SystemExit(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    raise SystemExit(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES + XP_RUNTIMES)}")
+
+
+def _xp_arrays(ns, dtype, device):
+    """(to, to_numpy, info) for namespace ns: NumPy array -> ns's array on device, and back."""
+    try:
+        lib = importlib.import_module(ns)
+    except ImportError as e:
+        raise Skip(f"{ns} is not importable ({e})") from None
+    if ns == "torch":
+        if device == "cuda" and not lib.cuda.is_available():
+            raise Skip("torch.cuda.is_available() is False")
+        return ((lambda a: lib.from_numpy(a.copy()).to(device)),
+                (lambda t: t.detach().cpu().numpy().copy()), {"threads": lib.get_num_threads()})
+    if ns == "cupy":
+        if device != "cuda":
+            raise Skip("CuPy arrays live on a GPU: run with --device cuda (benchmarks/array_api_gpu.py)")
+        try:
+            count = lib.cuda.runtime.getDeviceCount()
+        except Exception as e:  # noqa: BLE001  (no driver, no device: CuPy raises its own errors)
+            raise Skip(f"CuPy finds no GPU ({type(e).__name__}: {e})") from None
+        if not count:
+            raise Skip("CuPy finds no GPU")
+        return lib.asarray, lib.asnumpy, {}
+    import peers
+
+    _, jnp = peers._import_jax(dtype)
+    return jnp.asarray, np.array, {}
+
+
+def make_xp_step(runtime, net, params, x, y, generated_dir, device):
+    """The array-API module's step on another namespace's arrays: xp_<ns>_<what>, ns torch, jax or
+    cupy; what sgd_step (in place), loss_and_grad (then the caller's p -= lr * g, in place) or, on
+    JAX, sgd_update under jax.jit (params donated, as the JAX peer's). Every step returns
+    float(loss), as the PyTorch peer's loss.item() (on a GPU that waits for the step)."""
+    _, ns, what = runtime.split("_", 2)
+    to, to_numpy, info = _xp_arrays(ns, params["W1"].dtype, device)
+    mod = load_generated(net, generated_dir, "_xp")
+    info["module"] = str(Path(generated_dir) / f"{net.name}_xp.py")
+    P = {k: to(v) for k, v in params.items()}
+    tx, ty = to(x), to(y)
+    state = {"p": P}
+
+    def get_params():
+        return {k: to_numpy(v) for k, v in state["p"].items()}
+
+    if what == "sgd_step":
+        return (lambda: float(mod.sgd_step(P, tx, ty, LR))), get_params, info
+    if what == "loss_and_grad":
+        _, grads = mod.loss_and_grad(P, tx, ty)
+        info["grad_dtypes"] = sorted({str(g.dtype).replace("torch.", "") for g in grads.values()})
+
+        def step():
+            loss, grads = mod.loss_and_grad(P, tx, ty)
+            for k, g in grads.items():
+                P[k] -= LR * g
+            return float(loss)
+
+        return step, get_params, info
+    if what == "sgd_update" and ns == "jax":
+        import jax
+
+        # The README's usage, jax.jit(m.sgd_update), with the JAX peer's buffer donation.
+        fn = jax.jit(mod.sgd_update, donate_argnums=0)
+
+        def step():
+            loss, state["p"] = fn(state["p"], tx, ty, LR)
+            return float(loss)  # waits for the result
+
+        return step, get_params, info
+    raise SystemExit(f"unknown array-API runtime {runtime!r}")
 
 
 def _flat(d, keys):
@@ -187,7 +271,7 @@ def time_calls(call, repeats, min_time):
 
 def measure_curvature(runtime, net_name, batch, dtype, repeats, min_time, generated_dir, check):
     """The probe (and --check), a warm-up and the timed products; return the result dict."""
-    net = NETS[net_name]
+    net = ALL_NETS[net_name]
     dtype = np.dtype(dtype)
     params = make_params(net, dtype)
     x, y = make_batch(net, batch, dtype)
@@ -204,18 +288,30 @@ def measure_curvature(runtime, net_name, batch, dtype, repeats, min_time, genera
     return result
 
 
-def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir):
+def reference_probe(net, params, x, y):
+    """The hand-written NumPy step's loss and update norm on a copy of params."""
+    ref = {k: v.copy() for k, v in params.items()}
+    loss = reference_numpy.sgd_step(ref, x, y, LR, net.head)
+    update = math.sqrt(sum(float(np.sum((ref[k].astype(np.float64) - params[k]) ** 2)) for k in ref))
+    return {"loss": float(loss), "update_norm": update}
+
+
+def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir, device="cpu", check=False):
     """Run the probe, a warm-up and the timed steps; return the result dict."""
-    net = NETS[net_name]
+    net = ALL_NETS[net_name]
     dtype = np.dtype(dtype)
     params = make_params(net, dtype)
     x, y = make_batch(net, batch, dtype)
     result = {"runtime": runtime, "net": net_name, "batch": batch, "dtype": dtype.name}
+    if device != "cpu":
+        result["device"] = device
     try:
-        step, get_params, info = make_step(runtime, net, params, x, y, generated_dir)
+        step, get_params, info = make_step(runtime, net, params, x, y, generated_dir, device)
     except Skip as e:
         return {**result, "skip": str(e)}
     result.update(info)
+    if check:
+        result["reference"] = reference_probe(net, params, x, y)
 
     before = get_params()
     loss = step()  # also compiles (jax)
@@ -233,22 +329,25 @@ def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runtime", choices=RUNTIMES + CURVATURE_RUNTIMES)
-    parser.add_argument("net", choices=sorted(NETS))
+    parser.add_argument("runtime", choices=sorted(set(RUNTIMES + CURVATURE_RUNTIMES + XP_RUNTIMES)))
+    parser.add_argument("net", choices=sorted(ALL_NETS))
     parser.add_argument("batch", type=int)
     parser.add_argument("dtype", choices=("float32", "float64"))
     parser.add_argument("repeats", type=int)
     parser.add_argument("--min-time", type=float, default=0.0, help="time at least this many seconds")
     parser.add_argument("--generated-dir", default=str(ROOT / "generated"))
     parser.add_argument("--check", action="store_true",
-                        help="curvature runtimes: compare the first H v with the generated module's hvp")
+                        help="curvature runtimes: compare the first H v with the generated module's hvp; "
+                             "training steps: report the hand-written NumPy step's probe too")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where the torch and CuPy runtimes put their arrays")
     args = parser.parse_args(argv)
     if args.runtime in CURVATURE_RUNTIMES:
         result = measure_curvature(args.runtime, args.net, args.batch, args.dtype, args.repeats,
                                    args.min_time, args.generated_dir, args.check)
     else:
         result = measure(args.runtime, args.net, args.batch, args.dtype, args.repeats,
-                         args.min_time, args.generated_dir)
+                         args.min_time, args.generated_dir, args.device, args.check)
     result["pid"] = os.getpid()
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

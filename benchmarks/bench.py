@@ -293,6 +293,31 @@ def curvature_section():
             CURVATURE_END, ""]
 
 
+ARRAY_API_BEGIN = "<!-- benchmarks/array_api.py writes this section from ARRAY_API.md: begin -->"
+ARRAY_API_END = "<!-- benchmarks/array_api.py: end -->"
+
+
+def array_api_section():
+    """The last `array_api.py` run's targets (ARRAY_API.md holds its full report), between markers
+    that let array_api.py replace it in RESULTS.md without rerunning this benchmark."""
+    path = HERE / "ARRAY_API.md"
+    if not path.exists():
+        return []
+    lines = path.read_text().strip().splitlines()
+    head = (lines[2] if len(lines) > 2 else "").split(". One step")[0].strip()
+    try:
+        start = lines.index("## Targets")
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        targets = ["#" + l if l.startswith("#") else l for l in lines[start:end]]
+    except ValueError:
+        targets = []
+    machine = [l for l in lines if l.startswith(("- CPU:", "- Python", "- Threads:"))]
+    return [ARRAY_API_BEGIN, "## The array-API module on PyTorch and JAX (`benchmarks/array_api.py`)", "",
+            f"The targets of its last run, {head}; the full table, the machine and the method: "
+            "[ARRAY_API.md](ARRAY_API.md); where the time goes: [PROFILE.md](PROFILE.md). Its machine (it may "
+            "not be this file's):", "", *machine, "", *targets, ARRAY_API_END, ""]
+
+
 def render(results, cfg, info, argv, started, elapsed, load):
     """The Markdown report."""
     lines = ["# Training-step benchmarks", "",
@@ -383,6 +408,7 @@ def render(results, cfg, info, argv, started, elapsed, load):
         lines.append("")
     lines += gentime_section()
     lines += curvature_section()
+    lines += array_api_section()
     return "\n".join(lines)
 
 

@@ -154,16 +154,17 @@ def render(results, cfg, info, argv, started, elapsed, load):
     return "\n".join(lines)
 
 
-def update_results_md(path, section_lines):
-    """Replace the curvature section of RESULTS.md (between bench.CURVATURE_BEGIN and _END) with
-    section_lines, or append it; the rest of the file is left as it is."""
+def update_results_md(path, section_lines, begin=bench.CURVATURE_BEGIN, end=bench.CURVATURE_END):
+    """Replace the curvature section of RESULTS.md (between bench.CURVATURE_BEGIN and _END; or
+    between other markers begin, end) with section_lines, or append it; the rest of the file is
+    left as it is."""
     if not path.exists():
         return False
     text = path.read_text()
     section = "\n".join(section_lines)
-    if bench.CURVATURE_BEGIN in text and bench.CURVATURE_END in text:
-        head, rest = text.split(bench.CURVATURE_BEGIN, 1)
-        tail = rest.split(bench.CURVATURE_END, 1)[1].lstrip("\n")
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         text = head + section + ("\n" + tail if tail else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section

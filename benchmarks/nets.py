@@ -10,6 +10,13 @@ RUNTIMES = ("generated", "generated_sgd_step", "numpy", "numpy_opt", "torch", "j
 # loss_and_grad (the yardstick), and the forward-over-reverse Hessian-vector product of each peer.
 CURVATURE_RUNTIMES = ("generated_hvp", "generated_gnvp", "generated_loss_grad_hvp",
                       "generated_loss_and_grad", "jax_hvp", "torch_hvp")
+# ... and its array-API runtimes (`array_api.py`, `array_api_gpu.py`): the `--array-api` module
+# (<name>_xp.py) on torch tensors, JAX arrays (its sgd_update under jax.jit) and CuPy arrays,
+# next to PyTorch eager (peers.make_torch_step, the "torch" runtime; and nn.Linear layers with
+# torch.optim.SGD) and JAX jit of value_and_grad (the "jax" runtime). Worker option --device
+# (cpu, cuda) places the torch and CuPy arrays.
+XP_RUNTIMES = ("xp_torch_sgd_step", "xp_torch_loss_and_grad", "torch", "torch_nn",
+               "xp_jax_sgd_update", "jax", "xp_cupy_sgd_step", "xp_cupy_loss_and_grad")
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,12 @@ NETS = {
         Net("mlp_4_2_3", (4, 2, 3), "sigmoid_mse"),
     )
 }
+
+
+# Networks only the array-API benchmarks time (bench.py's full run keeps to NETS): the GPU
+# script's wider one.
+EXTRA_NETS = {net.name: net for net in (Net("mlp_784_512_512_10", (784, 512, 512, 10), "softmax_cce"),)}
+ALL_NETS = {**NETS, **EXTRA_NETS}
 
 
 def make_params(net, dtype="float64", seed=0):

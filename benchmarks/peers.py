@@ -16,10 +16,17 @@ def torch_loss(params, x, y, head):
     a = x
     for l in range(1, L):
         a = torch.relu(F.linear(a, params[f"W{l}"], params[f"b{l}"]))
-    z = F.linear(a, params[f"W{L}"], params[f"b{L}"])
+    return torch_head_loss(F.linear(a, params[f"W{L}"], params[f"b{L}"]), y, head)
+
+
+def torch_head_loss(z, y, head):
+    """The batch-mean loss of the output pre-activations z (torch tensors)."""
+    import torch
+    import torch.nn.functional as F
+
     if head == "softmax_cce":
         return F.cross_entropy(z, y)  # y: class probabilities; mean over the batch
-    return 0.5 * F.mse_loss(torch.sigmoid(z), y, reduction="sum") / x.shape[0]
+    return 0.5 * F.mse_loss(torch.sigmoid(z), y, reduction="sum") / z.shape[0]
 
 
 def torch_loss_and_grad(params, x, y, head):
@@ -32,13 +39,14 @@ def torch_loss_and_grad(params, x, y, head):
     return loss.item(), {k: t.grad.numpy() for k, t in tp.items()}
 
 
-def make_torch_step(params, x, y, lr, head):
-    """Return (step, get_params): step() does one SGD step and returns the loss."""
+def make_torch_step(params, x, y, lr, head, device="cpu"):
+    """Return (step, get_params): step() does one SGD step and returns the loss (a float: on a GPU
+    that waits for the step)."""
     import torch
 
-    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tp = {k: torch.tensor(v, requires_grad=True, device=device) for k, v in params.items()}
     ps = list(tp.values())
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     def step():
         loss = torch_loss(tp, tx, ty, head)
@@ -50,7 +58,44 @@ def make_torch_step(params, x, y, lr, head):
         return loss.item()
 
     def get_params():
-        return {k: t.detach().numpy().copy() for k, t in tp.items()}
+        return {k: t.detach().cpu().numpy().copy() for k, t in tp.items()}
+
+    return step, get_params
+
+
+def make_torch_nn_step(params, x, y, lr, head, device="cpu"):
+    """Return (step, get_params): the textbook PyTorch step, nn.Linear layers in an nn.Sequential,
+    the same loss, torch.optim.SGD (its defaults: for-loop on CPU, foreach on CUDA)."""
+    import torch
+    from torch import nn
+
+    L = len(params) // 2
+    mods = []
+    with torch.no_grad():
+        for l in range(1, L + 1):
+            n_out, n_in = params[f"W{l}"].shape
+            lin = nn.Linear(n_in, n_out, dtype=torch.from_numpy(params[f"W{l}"]).dtype, device=device)
+            lin.weight.copy_(torch.from_numpy(params[f"W{l}"]))
+            lin.bias.copy_(torch.from_numpy(params[f"b{l}"]))
+            mods += [lin, nn.ReLU()] if l < L else [lin]
+    model = nn.Sequential(*mods)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch_head_loss(model(tx), ty, head)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def get_params():
+        out = {}
+        for l, lin in enumerate(linears, 1):
+            out[f"W{l}"] = lin.weight.detach().cpu().numpy().copy()
+            out[f"b{l}"] = lin.bias.detach().cpu().numpy().copy()
+        return out
 
     return step, get_params
 

@@ -3,10 +3,14 @@
     pip install py-spy
     python benchmarks/profile_step.py [--net mlp_4_2_3] [--batch 1] [--dtype float32]
                                       [--module FILE] [--fused | --curvature hvp] [--seconds 10] [--top 15]
+                                      [--xp torch]
 
 The step is the benchmark's: `loss_and_grad` followed by `params[k] -= lr * g` (the caller's
 update), or with --fused the module's own `sgd_step`, or with --curvature F the module's
-curvature function F (hvp, gnvp, loss_grad_hvp) along curvature.py's direction v. py-spy
+curvature function F (hvp, gnvp, loss_grad_hvp) along curvature.py's direction v. With
+--xp torch the module is the array-API one (default: <net>_xp.py generated into a temporary
+directory) on torch CPU tensors (one thread); the time of torch's C++ code, and of
+array_api_compat's wrappers, is charged to the module's line that called it. py-spy
 samples the running process from outside, so even a 20 µs step is profiled without
 distortion; the time of NumPy's C code is charged to the Python line that called it. Prints a Markdown table: share of the step's
 samples and estimated µs per step for the most expensive lines. Single-threaded BLAS.
@@ -47,11 +51,17 @@ def caller_step(mod, params, x, y):
     return loss
 
 
-def spin(module, net, batch, dtype, seconds, fused, curvature=None):
+def spin(module, net, batch, dtype, seconds, fused, curvature=None, xp=None):
     """Run steps for `seconds`; print the median step time (a busy machine inflates the mean)."""
     mod = load(module)
     params = make_params(NETS[net], dtype)
     x, y = make_batch(NETS[net], batch, dtype)
+    if xp == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+        params = {k: torch.from_numpy(v) for k, v in params.items()}
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
     if curvature:
         v, fn = make_direction(NETS[net], dtype), getattr(mod, curvature)
         step = lambda: fn(params, x, y, v)  # noqa: E731
@@ -100,13 +110,26 @@ def main(argv=None):
                         help="profile this curvature function instead (direction: nets.make_direction)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--xp", choices=("torch",), help="the array-API module on torch CPU tensors")
     parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    module = Path(args.module or ROOT / "generated" / f"{args.net}.py")
     if args.spin:
-        return spin(module, args.net, args.batch, args.dtype, args.seconds, args.fused, args.curvature)
+        return spin(Path(args.module), args.net, args.batch, args.dtype, args.seconds, args.fused,
+                    args.curvature, args.xp)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.xp and not args.module:
+            import array_api
 
-    pyspy = shutil.which("py-spy")
+            array_api.generate_modules([args.net], tmp, lambda msg: print(msg, file=sys.stderr))
+            args.module = str(Path(tmp) / f"{args.net}_xp.py")
+        return profile(args, Path(args.module or ROOT / "generated" / f"{args.net}.py"))
+
+
+def profile(args, module):
+    """py-spy the --spin child; print the table of the most expensive lines of module."""
+
+    beside = Path(sys.executable).parent / "py-spy"   # a virtualenv's, when its bin/ is not on PATH
+    pyspy = shutil.which("py-spy") or (str(beside) if beside.exists() else None)
     if pyspy is None:
         sys.exit("profile_step.py needs py-spy: pip install py-spy")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -119,6 +142,8 @@ def main(argv=None):
             cmd.append("--fused")
         if args.curvature:
             cmd += ["--curvature", args.curvature]
+        if args.xp:
+            cmd += ["--xp", args.xp]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not raw_path.exists():
             sys.exit(f"py-spy failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
@@ -132,7 +157,8 @@ def main(argv=None):
             lines[file] = Path(file).read_text().splitlines()
     what = (f"{args.curvature}(params, x, y, v)" if args.curvature
             else "sgd_step" if args.fused else "loss_and_grad + params[k] -= lr * g")
-    print(f"{args.net}, batch {args.batch}, {args.dtype}, {what} ({module.name}): "
+    print(f"{args.net}, batch {args.batch}, {args.dtype}, {what} ({module.name}"
+          f"{', torch CPU tensors' if args.xp else ''}): "
           f"median step {step_us:.1f} µs over {steps} steps, {total} py-spy samples\n")
     print("| share | ≈ µs/step | function:line | code |")
     print("|---:|---:|---|---|")

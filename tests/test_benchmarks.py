@@ -262,3 +262,148 @@ def test_curvature_section_replaces_only_its_own(tmp_path):
     curvature.update_results_md(results, [bench.CURVATURE_BEGIN, "second", bench.CURVATURE_END, ""])
     assert results.read_text() == text.replace("first", "second")
     assert not curvature.update_results_md(tmp_path / "missing.md", [])
+
+
+# --- benchmarks/array_api.py and array_api_gpu.py: the --array-api module on torch, JAX and CuPy arrays ---
+
+import array_api  # noqa: E402
+
+
+def _hide(tmp, *names):
+    """An environment whose PYTHONPATH puts stubs that fail to import in front of the named modules."""
+    for name in names:
+        (tmp / "hide" / name).mkdir(parents=True, exist_ok=True)
+        (tmp / "hide" / name / "__init__.py").write_text('raise ImportError("hidden by the test")\n')
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp / "hide"), os.environ.get("PYTHONPATH")])))
+
+
+def _xp_rows(report):
+    lines = report.splitlines()
+    table = [l for l in lines[lines.index("## Results"):] if l.startswith("| mlp_")]
+    return {cells[3]: cells for cells in ([c.strip() for c in l.strip("|").split("|")] for l in table)}
+
+
+@pytest.fixture(scope="module")
+def xp_smoke(tmp_path_factory):
+    """The smoke run with jax hidden, as on CI where it is not installed."""
+    tmp = tmp_path_factory.mktemp("xp")
+    out = tmp / "ARRAY_API.md"
+    proc = subprocess.run([sys.executable, str(BENCH / "array_api.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=_hide(tmp, "jax"))
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text(), proc.stderr
+
+
+def test_xp_smoke_reports_every_runtime(xp_smoke):
+    report, stderr = xp_smoke
+    assert "## Machine" in report and "Threads: {'OMP_NUM_THREADS': '1'" in report
+    assert "generated mlp_4_2_3_xp.py" in stderr
+    rows = _xp_rows(report)
+    assert set(rows) == {array_api.LABELS[rt] for rt in array_api.SMOKE["runtimes"]}
+    assert "(No target's configuration was measured in this run.)" in report
+
+
+def test_xp_smoke_skips_jax_and_says_so(xp_smoke):
+    report, stderr = xp_smoke
+    rows = _xp_rows(report)
+    for rt in ("xp_jax_sgd_update", "jax"):
+        assert rows[array_api.LABELS[rt]][4] == "skipped"
+    assert "jax.jit(xp `sgd_update`) skipped: jax is not importable" in report
+    assert "JAX jit(value_and_grad + update) skipped: jax is not importable" in report
+    assert "skipped: jax is not importable" in stderr
+
+
+def test_xp_smoke_times_and_checks_torch(xp_smoke):
+    pytest.importorskip("torch")
+    rows = _xp_rows(xp_smoke[0])
+    for rt in ("xp_torch_sgd_step", "xp_torch_loss_and_grad", "torch"):
+        cells = rows[array_api.LABELS[rt]]
+        assert float(cells[4].replace(",", "")) > 0 and float(cells[6].replace(",", "")) > 0, cells
+        assert cells[11] == "ok", cells
+    assert rows[array_api.LABELS["torch"]][7] == "1.00"
+    assert rows[array_api.LABELS["xp_torch_sgd_step"]][9] == "–"     # no JAX peer in this run
+
+
+def test_xp_check_cell_flags_a_wrong_step():
+    ref = {"loss": 1.0, "update_norm": 0.5}
+    good = {"probe": dict(ref), "reference": ref, "dtypes_after": ["float32"]}
+    assert array_api.check_cell(good, "float32") == "ok"
+    bad = {"probe": {"loss": 1.0, "update_norm": 0.51}, "reference": ref, "dtypes_after": ["float64"]}
+    assert array_api.check_cell(bad, "float32").startswith("MISMATCH: update_norm")
+    assert "params became" in array_api.check_cell(bad, "float32")
+    assert array_api.check_cell({"probe": ref}, "float32") == "–"      # rounds after the first carry no reference
+
+
+def test_xp_targets_cover_the_issue():
+    by_peer = {(t[2], t[3]): t for t in array_api.TARGETS}
+    for rt in ("xp_torch_sgd_step", "xp_torch_loss_and_grad"):
+        assert by_peer[(rt, "torch")][1:] == (("mlp_784_256_128_10", 128, "float32"), rt, "torch", 0.85)
+    assert {t[1][1] for t in array_api.TARGETS if t[3] == "jax" and t[4] == 1.0} == {32, 128, 1024}
+
+
+def test_torch_nn_peer_steps_like_the_functional_peer():
+    pytest.importorskip("torch")
+    import peers
+
+    net = NETS["mlp_784_256_128_10"]
+    params = make_params(net, np.float32)
+    x, y = make_batch(net, 5, np.float32)
+    steps = [peers.make_torch_step(params, x, y, 0.1, net.head), peers.make_torch_nn_step(params, x, y, 0.1, net.head)]
+    losses = [[step() for _ in range(3)] for step, _ in steps]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    after = [get() for _, get in steps]
+    for k in params:
+        assert relative_error(after[1][k], after[0][k]) < 1e-5, k
+
+
+def _no_gpu():
+    try:
+        import torch
+    except ImportError:
+        return True
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _no_gpu(), reason="a GPU is here: array_api_gpu.py would run the full benchmark")
+def test_gpu_script_skips_without_a_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "array_api_gpu.py")], capture_output=True, text=True,
+                          timeout=300, env=_hide(tmp_path, "cupy"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("no GPU here: skipped (") and proc.stdout.count("\n") == 1, proc.stdout
+
+
+def test_gpu_script_dry_run_on_the_cpu(tmp_path):
+    """--device cpu: the GPU script's workers, table and checks on torch CPU tensors; CuPy skipped."""
+    pytest.importorskip("torch")
+    out = tmp_path / "GPU.md"
+    proc = subprocess.run([sys.executable, str(BENCH / "array_api_gpu.py"), "--device", "cpu", "--configs",
+                           "mlp_4_2_3:64:float32", "--runtimes", "xp_torch_sgd_step", "torch", "xp_cupy_sgd_step",
+                           "--rounds", "1", "--min-time", "0", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=_hide(tmp_path, "cupy", "jax"))
+    assert proc.returncode == 0, proc.stderr
+    report = out.read_text()
+    assert report.startswith("# Array-API module benchmarks on a GPU") and "- GPU: none (--device cpu" in report
+    rows = _xp_rows(report)
+    assert rows[array_api.LABELS["xp_torch_sgd_step"]][11] == "ok"
+    assert rows[array_api.LABELS["torch"]][11] == "ok"
+    assert rows[array_api.LABELS["xp_cupy_sgd_step"]][4] == "skipped"
+    assert "xp `sgd_step` (CuPy) skipped: cupy is not importable" in report
+
+
+def test_array_api_section_quotes_targets_and_machine(tmp_path, monkeypatch):
+    (tmp_path / "ARRAY_API.md").write_text(
+        "# Array-API module benchmarks\n\n`python benchmarks/array_api.py`, 2026-01-01 00:00 UTC, 9 s. One step = ...\n\n"
+        "## Machine\n\n- CPU: Example\n- Python 3\n- Threads: 1\n\n## Method\n\n- m\n\n"
+        "## Targets\n\n| target |\n|---|\n| xp sgd_step ≤ 0.85 × PyTorch eager |\n\n## Results\n\n| rows |\n")
+    monkeypatch.setattr(bench, "HERE", tmp_path)
+    section = bench.array_api_section()
+    assert section[0] == bench.ARRAY_API_BEGIN and section[-2] == bench.ARRAY_API_END
+    text = "\n".join(section)
+    assert "`python benchmarks/array_api.py`, 2026-01-01 00:00 UTC, 9 s;" in text and "One step" not in text
+    assert "- CPU: Example" in text and "### Targets" in text and "| xp sgd_step ≤ 0.85 × PyTorch eager |" in text
+    assert "## Results" not in text and "| rows |" not in text
+    results = tmp_path / "RESULTS.md"
+    results.write_text(f"# T\n\n{bench.CURVATURE_BEGIN}\nc\n{bench.CURVATURE_END}\n")
+    curvature.update_results_md(results, section, bench.ARRAY_API_BEGIN, bench.ARRAY_API_END)
+    curvature.update_results_md(results, section, bench.ARRAY_API_BEGIN, bench.ARRAY_API_END)
+    assert results.read_text().count(bench.ARRAY_API_BEGIN) == 1 and f"{bench.CURVATURE_BEGIN}\nc\n" in results.read_text()
