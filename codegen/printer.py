@@ -155,6 +155,10 @@ class NumPyPrinter(_SymPyNumPyPrinter):
             return self._mask(expr)
         return self.doprint(expr)
 
+    def shown(self, expr) -> str:
+        """A factor as a comment shows it beside its statement."""
+        return self.factor(expr)
+
     def _print_Symbol(self, expr):
         if expr.name in self.params:
             return f'params["{expr.name}"]'

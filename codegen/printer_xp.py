@@ -12,7 +12,7 @@ from sympy.printing.precedence import PRECEDENCE
 from derive import nodes
 from derive.statements import SCALE
 
-from .printer import _NEEDS, NumPyPrinter
+from .printer import _NEEDS, NumPyPrinter, is_mask, spelled
 
 # The helpers of codegen.printer.HELPERS for any namespace: the same formulas and constants (W. J.
 # Cody's CALERF coefficients for the error function; tests/test_array_api.py checks that they are
@@ -24,9 +24,35 @@ XP_HELPERS = {
     return xp.where(z >= 0, 1.0, e) / (1 + e)   # exp(min(z, 0)) / (1 + exp(-|z|))''',
     "_log_softmax": '''def _log_softmax(xp, z):
     """log(softmax(z)) over each row without overflow: z minus its row maximum, minus the log of the row sum of exp."""
+    if array_api_compat.is_torch_array(z):
+        return z.log_softmax(1)   # PyTorch's one kernel for the same max-shifted form
     logp = z - xp.max(z, axis=1, keepdims=True)
     logp -= xp.log(xp.sum(xp.exp(logp), axis=1, keepdims=True))
     return logp''',
+    "_as_factor": '''def _as_factor(xp, mask, like):
+    """A bool mask as the right-hand side of `u *= mask`, u of like's dtype: NumPy and PyTorch multiply by a
+    bool array inside the product's kernel; the standard has no bool * float, so elsewhere it is cast first."""
+    if array_api_compat.is_torch_array(mask) or array_api_compat.is_numpy_array(mask):
+        return mask
+    return xp.astype(mask, like.dtype)''',
+    "_matmul_add": '''def _matmul_add(xp, a, b, c):
+    """a @ b + c, a new array: PyTorch adds c inside the product (addmm, as F.linear does); elsewhere
+    the product, then c added into it."""
+    if array_api_compat.is_torch_array(c):
+        return c.addmm(a, b)
+    out = a @ b
+    out += c
+    return out''',
+    "_sub_matmul": '''def _sub_matmul(xp, w, a, b):
+    """w - a @ b, into w where its arrays are mutable; returns w (on JAX a new array).
+
+    PyTorch folds the update into the product (addmm_: one GEMM, C <- C - A B, no temporary); the
+    standard has no such call, so elsewhere the product is made first.
+    """
+    if array_api_compat.is_torch_array(w):
+        return w.addmm_(a, b, alpha=-1)
+    w -= a @ b
+    return w''',
     "_erf": '''def _horner(t, coefficients):
     """The polynomial with these coefficients (highest power first) at t."""
     out = coefficients[0]
@@ -135,6 +161,31 @@ class ArrayAPIPrinter(NumPyPrinter):
     def _print_Total(self, expr):
         return f"xp.sum({self._print(expr.args[0])})"
 
+    def factor(self, expr) -> str:
+        """expr as the right-hand side of `target *= expr`: a bare mask is a comparison there, which
+        _as_factor casts only for a namespace that cannot multiply by a bool array."""
+        expr = spelled(expr)
+        if is_mask(expr):
+            cast = self._mask(expr)
+            if cast.startswith("xp.astype("):
+                self.helpers.add("_as_factor")
+                return f"_as_factor(xp, {self._print(self._condition(expr))}, {self._typed(expr)})"
+            return cast
+        return self.doprint(expr)
+
+    def shown(self, expr) -> str:
+        """A factor as a comment shows it: a bare mask as its comparison."""
+        expr = spelled(expr)
+        return self._print(self._condition(expr)) if is_mask(expr) else self.doprint(expr)
+
+    @staticmethod
+    def _condition(expr):
+        """A mask as the comparison it stands for (Heaviside(u, 0) is u > 0, Heaviside(u, 1) is u >= 0)."""
+        if isinstance(expr, sp.Heaviside):
+            h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+            return expr.args[0] > 0 if h0 == 0 else expr.args[0] >= 0
+        return expr
+
     def _mask(self, expr) -> str:
         # The standard has no bool * float: the comparison is cast to the dtype of the array it compares.
         if isinstance(expr, sp.Heaviside):
@@ -146,12 +197,15 @@ class ArrayAPIPrinter(NumPyPrinter):
         return f"xp.astype({self._print(expr)}, {self._dtype_of(expr)})"
 
     def _dtype_of(self, expr) -> str:
-        """The dtype of the arrays expr reads, spelled from the first of them (every array of a
-        pass has the working dtype; `scale` is a number)."""
+        """The dtype of the arrays expr reads (every array of a pass has the working dtype)."""
+        return f"{self._typed(expr)}.dtype"
+
+    def _typed(self, expr) -> str:
+        """The first array expr reads, to take the working dtype from (`scale` is a number)."""
         arrays = sorted((s for s in expr.free_symbols if s != SCALE), key=lambda s: s.name)
         if not arrays:
             raise ValueError(f"a mask of numbers only, with no array to take a dtype from: {expr}")
-        return f"{self._print(arrays[0])}.dtype"
+        return self._print(arrays[0])
 
     # max(u, c) with one number c is clip(u, min=c): one call, where xp.maximum makes c an array
     # first (3-6x slower on PyTorch); NaN stays NaN either way.

@@ -3,9 +3,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from derive import naming
+import sympy as sp
+
+from derive import naming, nodes
 from derive.program import Assign, Program, program
-from derive.statements import live
+from derive.statements import array, live
 from derive.spec import Network, content_hash
 
 from .output import HEADER
@@ -52,7 +54,7 @@ class _Printer:
     def line(self, s: Assign) -> dict:
         """A statement as the template lays it out: target, op, code and a comment line above."""
         code = self.np.factor(s.expr) if s.op == "*=" else self.np.doprint(s.expr)
-        comment = s.about if s.shows is None else f"{s.about} = {self.np.factor(s.shows)}"
+        comment = s.about if s.shows is None else f"{s.about} = {self.np.shown(s.shows)}"
         return {"target": s.name, "op": s.op, "code": code, "comment": comment}
 
 
@@ -71,10 +73,61 @@ def _curvature_passes(prog: Program) -> dict:
     }
 
 
+def _affine_lines(statements, pr: _Printer) -> list[dict]:
+    """Forward statements for the array-API module: `z = a @ W.T` then `z += b` is one call,
+    _matmul_add (PyTorch's addmm, as F.linear; elsewhere the same two steps)."""
+    lines, i = [], 0
+    while i < len(statements):
+        s, after = statements[i], statements[i + 1] if i + 1 < len(statements) else None
+        if (after is not None and s.op == "=" and isinstance(s.expr, nodes.Dot) and after.name == s.name
+                and after.op == "+=" and isinstance(after.expr, sp.Symbol) and not s.about and not after.about):
+            pr.np.helpers.add("_matmul_add")
+            a, b = (pr.np.doprint(arg) for arg in s.expr.args)
+            lines.append({"target": s.name, "op": "=", "code": f"_matmul_add(xp, {a}, {b}, {pr.np.doprint(after.expr)})",
+                          "comment": ""})
+            i += 2
+        else:
+            lines.append(pr.line(s))
+            i += 1
+    return lines
+
+
+def _sgd_pass(prog: Program, pr: _Printer) -> tuple[list[dict], list[str]]:
+    """sgd_step's backward pass for the array-API module: the backward statements, then each
+    parameter updated in place by its scaled gradient.
+
+    A weight gradient that is one product a @ b, written once and read by nothing after it, is not
+    made at all: its update is `W - a @ b` in one call (_sub_matmul: PyTorch's addmm_). The updates
+    come after every statement, so no delta reads a parameter already updated.
+    """
+    statements = list(prog.backward)
+    fused = {}
+    for _, g in prog.grads:
+        defs = [i for i, s in enumerate(statements) if s.name == g]
+        if len(defs) != 1 or statements[defs[0]].op != "=" or not isinstance(statements[defs[0]].expr, nodes.Dot):
+            continue
+        i = defs[0]
+        later = statements[i + 1:]
+        if any(s.name in statements[i].reads() for s in later) or g in _reads(later):
+            continue
+        fused[g] = statements[i].expr
+    lines = [pr.line(s) for s in statements if s.name not in fused]
+    updates = []
+    for p, g in prog.grads:
+        target = pr.np.doprint(array(p))
+        if g in fused:
+            pr.np.helpers.add("_sub_matmul")
+            a, b = (pr.np.doprint(arg) for arg in fused[g].args)
+            updates.append(f"{target} = _sub_matmul(xp, {target}, {a}, {b})")
+        else:
+            updates.append(f"{target} -= {g}")
+    return lines, updates
+
+
 def module_context(prog: Program, source: str, flavour: str = "numpy") -> dict:
     net = prog.network
     pr = _Printer(prog, FLAVOURS[flavour].printer)
-    forward = [pr.line(s) for s in prog.forward]
+    forward = _affine_lines(prog.forward, pr) if flavour == "array_api" else [pr.line(s) for s in prog.forward]
     backward = [pr.line(s) for s in prog.backward]
     *loss_steps, total = prog.data_loss
     output = prog.output
@@ -90,6 +143,7 @@ def module_context(prog: Program, source: str, flavour: str = "numpy") -> dict:
     for l, layer in enumerate(net.layers, start=1):
         init.append((naming.weight(l), net.sizes[l], net.sizes[l - 1], net.init_gain(l)))
     grads = prog.grads
+    sgd_lines, sgd_updates = _sgd_pass(prog, pr) if flavour == "array_api" else ([], [])
     curvature_code = {name: {"lines": [pr.line(s) for s in statements],
                              "args": [v for v in ["x"] + saved if v in _reads(statements) or v == "x"]}
                       for name, statements in curvature.items()}       # printed before the helpers are listed
@@ -105,7 +159,7 @@ def module_context(prog: Program, source: str, flavour: str = "numpy") -> dict:
         loss_name=net.loss, target=prog.derivation.loss.target, loss_title=prog.derivation.loss.title,
         helpers=[pr.np.helper_source[h] for h in sorted(pr.np.helpers)],
         uses_math=any("math." in pr.np.helper_source[h] for h in pr.np.helpers),
-        grads=grads, grad_names=", ".join(g for _, g in grads),
+        grads=grads, grad_names=", ".join(g for _, g in grads), sgd_backward=sgd_lines, sgd_updates=sgd_updates,
         rgrad_names=", ".join(naming.rop(g) for _, g in grads),
         curvature=curvature_code,
         penalised=prog.penalised, penalty_steps=[pr.line(s) for s in prog.penalty],

@@ -322,7 +322,9 @@ def test_xp_erf_has_the_numpy_helpers_constants():
     """Cody's coefficients are written twice (one helper per flavour): digit for digit the same."""
     for name in ("_erf", "_erfc"):
         assert _floats(XP_HELPERS[name]) == _floats(HELPERS[name])
-    assert set(XP_HELPERS) == set(HELPERS)
+    # beside the NumPy module's helpers, the namespace's fast paths of a step
+    assert set(XP_HELPERS) - set(HELPERS) == {"_as_factor", "_matmul_add", "_sub_matmul"}
+    assert set(HELPERS) <= set(XP_HELPERS)
 
 
 @pytest.mark.parametrize("ns_name", ["numpy", "array_api_strict", "torch"])
@@ -330,7 +332,7 @@ def test_xp_helpers_equal_the_numpy_helpers(ns_name):
     import array_api_compat
     xp = array_api_compat.array_namespace(_namespace(ns_name).asarray(0.0))
     grid = np.concatenate([np.linspace(-30, 30, 2001), [0.46875, 4.0, 27.3, 1e4, -1e4, 0.0, np.nan, np.inf, -np.inf]])
-    ref_ns, xp_ns = {"np": np}, {}
+    ref_ns, xp_ns = {"np": np}, {"array_api_compat": array_api_compat}
     for name in ("_sigmoid", "_erf", "_erfc", "_log_softmax"):
         exec(HELPERS[name], ref_ns)    # trusted text: the printers' own helper source
         exec(XP_HELPERS[name], xp_ns)
@@ -344,6 +346,32 @@ def test_xp_helpers_equal_the_numpy_helpers(ns_name):
         z = np.linspace(-800, 800, 24).reshape(4, 6)
         got = np.asarray(xp_ns["_log_softmax"](xp, xp.asarray(z)))
         np.testing.assert_allclose(got, ref_ns["_log_softmax"](z), rtol=1e-15, atol=1e-12)
+
+
+@pytest.mark.parametrize("ns_name", ["numpy", "array_api_strict", "torch"])
+def test_xp_fast_paths_compute_what_the_standard_spelling_does(ns_name):
+    """_sub_matmul (PyTorch: addmm_) is w - a @ b into w, _matmul_add (addmm) a @ b + c in a new array;
+    _as_factor leaves u *= mask what the cast gives."""
+    import array_api_compat
+    xp = array_api_compat.array_namespace(_namespace(ns_name).asarray(0.0))
+    ns = {"array_api_compat": array_api_compat}
+    exec(XP_HELPERS["_sub_matmul"], ns)    # trusted text: the printer's own helper source
+    exec(XP_HELPERS["_as_factor"], ns)
+    exec(XP_HELPERS["_matmul_add"], ns)
+    rng = np.random.default_rng(3)
+    w0, a, b = rng.standard_normal((5, 7)), rng.standard_normal((5, 4)), rng.standard_normal((4, 7))
+    c = rng.standard_normal(7)
+    np.testing.assert_allclose(np.asarray(ns["_matmul_add"](xp, xp.asarray(a), xp.asarray(b), xp.asarray(c))),
+                               a @ b + c, rtol=1e-14, atol=1e-14)
+    w = xp.asarray(w0.copy())
+    out = ns["_sub_matmul"](xp, w, xp.asarray(a), xp.asarray(b))
+    assert out is w                                    # in place: every one of these is mutable
+    np.testing.assert_allclose(np.asarray(w), w0 - a @ b, rtol=1e-14, atol=1e-14)
+    u0, z = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
+    u = xp.asarray(u0.copy())
+    u *= ns["_as_factor"](xp, xp.asarray(z) > 0, u)
+    assert u.dtype == xp.float64
+    np.testing.assert_array_equal(np.asarray(u), u0 * (z > 0))
 
 
 def test_the_xp_module_imports_array_api_compat_and_numpy_only_for_init_params(modules):
