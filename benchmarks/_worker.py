@@ -143,7 +143,8 @@ def _xp_arrays(ns, dtype, device):
 
 def make_xp_step(runtime, net, params, x, y, generated_dir, device):
     """The array-API module's step on another namespace's arrays: xp_<ns>_<what>, ns torch, jax or
-    cupy; what sgd_step (in place), loss_and_grad (then the caller's p -= lr * g, in place) or, on
+    cupy; what sgd_step (in place), loss_and_grad (then the caller's update in place: on torch
+    p.sub_(g, alpha=lr), as the PyTorch peer's, elsewhere p -= lr * g) or, on
     JAX, sgd_update under jax.jit (params donated, as the JAX peer's). Every step returns
     float(loss), as the PyTorch peer's loss.item() (on a GPU that waits for the step)."""
     _, ns, what = runtime.split("_", 2)
@@ -169,7 +170,15 @@ def make_xp_step(runtime, net, params, x, y, generated_dir, device):
                 P[k] -= LR * g
             return float(loss)
 
-        return step, get_params, info
+        def torch_step():
+            # the update the PyTorch peer makes (and the README advises): one kernel, no lr * g temporary
+            loss, grads = mod.loss_and_grad(P, tx, ty)
+            for k, g in grads.items():
+                P[k].sub_(g, alpha=LR)
+            return float(loss)
+
+        return (torch_step if ns == "torch" else step), get_params, info
+
     if what == "sgd_update" and ns == "jax":
         import jax
 

@@ -10,7 +10,8 @@ medians, wall clock and CPU time, and ratios paired within rounds. One step = fo
 SGD update (lr = 1e-3) on one fixed batch, returning the loss as a Python float:
 
 - xp sgd_step: the module's `sgd_step(params, x, y, lr)` on torch tensors (in place);
-- xp loss_and_grad + update: `loss_and_grad`, then the caller's `params[k] -= lr * g`;
+- xp loss_and_grad + update: `loss_and_grad`, then the caller's update in place (on torch
+  `params[k].sub_(g, alpha=lr)`, the PyTorch peer's own update; elsewhere `params[k] -= lr * g`);
 - PyTorch eager: autograd on F.linear layers, `p.sub_(p.grad, alpha=lr)` (bench.py's peer);
 - nn.Linear + optim.SGD: the textbook PyTorch step (nn.Sequential, zero_grad, torch.optim.SGD);
 - xp sgd_update, jax.jit: `jax.jit(m.sgd_update, donate_argnums=0)` on JAX arrays;
@@ -177,8 +178,9 @@ def results_lines(results, cfg):
 METHOD = [
     "- xp: the `--array-api` module (`<name>_xp.py`) as a caller uses it (inputs checked with "
     "`xp.asarray`, the namespace found by array_api_compat on every call). xp `sgd_step`: in place, lr "
-    "folded into the output delta; xp `loss_and_grad` + update: then the caller's `params[k] -= lr * g` "
-    "(in place). jax.jit(xp `sgd_update`): the README's `jax.jit(m.sgd_update)`, with `donate_argnums=0` "
+    "folded into the output delta; xp `loss_and_grad` + update: then the caller's update in place (on torch "
+    "`params[k].sub_(g, alpha=lr)`, as the PyTorch peer updates; elsewhere `params[k] -= lr * g`). "
+    "jax.jit(xp `sgd_update`): the README's `jax.jit(m.sgd_update)`, with `donate_argnums=0` "
     "as the JAX peer, lr passed as an argument.",
     "- PyTorch eager: bench.py's peer (autograd through `F.linear` and `F.cross_entropy` on probability "
     "targets, then `p.sub_(p.grad, alpha=lr)` and `p.grad = None` under no_grad); nn.Linear + optim.SGD: "
