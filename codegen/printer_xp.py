@@ -43,6 +43,15 @@ XP_HELPERS = {
     out = a @ b
     out += c
     return out''',
+    "_step": '''def _step(xp, u):
+    """The factor of `d *= step`: 1 where u > 0, else 0 (at 0 and for NaN too), in u's dtype or as a bool
+    array the product's kernel reads (NumPy). On PyTorch sign(u) clamped at 0: two float kernels, where
+    a comparison, which makes a bool array, costs several times more."""
+    if array_api_compat.is_torch_array(u):
+        return u.sign().clamp_(min=0)
+    if array_api_compat.is_numpy_array(u):
+        return u > 0
+    return xp.astype(u > 0, u.dtype)''',
     "_sub_matmul": '''def _sub_matmul(xp, w, a, b):
     """w - a @ b, into w where its arrays are mutable; returns w (on JAX a new array).
 
@@ -165,6 +174,9 @@ class ArrayAPIPrinter(NumPyPrinter):
         """expr as the right-hand side of `target *= expr`: a bare mask is a comparison there, which
         _as_factor casts only for a namespace that cannot multiply by a bool array."""
         expr = spelled(expr)
+        if isinstance(expr, sp.Heaviside) and len(expr.args) > 1 and expr.args[1] == 0:
+            self.helpers.add("_step")
+            return f"_step(xp, {self._print(expr.args[0])})"
         if is_mask(expr):
             cast = self._mask(expr)
             if cast.startswith("xp.astype("):

@@ -323,7 +323,7 @@ def test_xp_erf_has_the_numpy_helpers_constants():
     for name in ("_erf", "_erfc"):
         assert _floats(XP_HELPERS[name]) == _floats(HELPERS[name])
     # beside the NumPy module's helpers, the namespace's fast paths of a step
-    assert set(XP_HELPERS) - set(HELPERS) == {"_as_factor", "_matmul_add", "_sub_matmul"}
+    assert set(XP_HELPERS) - set(HELPERS) == {"_as_factor", "_matmul_add", "_step", "_sub_matmul"}
     assert set(HELPERS) <= set(XP_HELPERS)
 
 
@@ -358,6 +358,7 @@ def test_xp_fast_paths_compute_what_the_standard_spelling_does(ns_name):
     exec(XP_HELPERS["_sub_matmul"], ns)    # trusted text: the printer's own helper source
     exec(XP_HELPERS["_as_factor"], ns)
     exec(XP_HELPERS["_matmul_add"], ns)
+    exec(XP_HELPERS["_step"], ns)
     rng = np.random.default_rng(3)
     w0, a, b = rng.standard_normal((5, 7)), rng.standard_normal((5, 4)), rng.standard_normal((4, 7))
     c = rng.standard_normal(7)
@@ -368,10 +369,12 @@ def test_xp_fast_paths_compute_what_the_standard_spelling_does(ns_name):
     assert out is w                                    # in place: every one of these is mutable
     np.testing.assert_allclose(np.asarray(w), w0 - a @ b, rtol=1e-14, atol=1e-14)
     u0, z = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
-    u = xp.asarray(u0.copy())
-    u *= ns["_as_factor"](xp, xp.asarray(z) > 0, u)
-    assert u.dtype == xp.float64
-    np.testing.assert_array_equal(np.asarray(u), u0 * (z > 0))
+    z[0, :5] = [0.0, -0.0, np.nan, np.inf, -np.inf]
+    for factor in (ns["_as_factor"](xp, xp.asarray(z) > 0, xp.asarray(u0)), ns["_step"](xp, xp.asarray(z))):
+        u = xp.asarray(u0.copy())
+        u *= factor
+        assert u.dtype == xp.float64
+        np.testing.assert_array_equal(np.asarray(u), u0 * (z > 0))   # 0 at 0, -0 and NaN, as the comparison
 
 
 def test_the_xp_module_imports_array_api_compat_and_numpy_only_for_init_params(modules):

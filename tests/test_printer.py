@@ -119,10 +119,11 @@ def test_xp_mask_in_place_and_parameters():
     from codegen.printer_xp import ArrayAPIPrinter
     p = ArrayAPIPrinter(params=["W2"])
     # `u *= mask`: the comparison, cast by _as_factor only where the namespace cannot multiply by a bool
-    assert p.factor(sp.Heaviside(z, 0)) == "_as_factor(xp, z1 > 0, z1)"
+    assert p.factor(sp.Heaviside(z, 0)) == "_step(xp, z1)"
     assert p.factor(sp.Heaviside(z, 1)) == "_as_factor(xp, z1 >= 0, z1)"
+    assert p.factor(z < 1) == "_as_factor(xp, z1 < 1, z1)"
     assert p.shown(sp.Heaviside(z, 0)) == "z1 > 0"
-    assert p.helpers == {"_as_factor"}
+    assert p.helpers == {"_as_factor", "_step"}
     # inside a product the standard's cast stays
     assert p.doprint(delta * sp.Heaviside(z, 0)) == "delta1*xp.astype(z1 > 0, z1.dtype)"
     assert p.doprint(Dot(delta, sp.Symbol("W2", real=True))) == 'delta1 @ params["W2"]'
