@@ -7,7 +7,7 @@ array-API module's `sgd_step` and `loss_and_grad` + update against PyTorch eager
 One thread. Each step is profiled for --steps steps after a warm-up; the table gives each
 operator's self CPU time per step (the profiler's own overhead included, more of it where there
 are more operators), and the summary line splits the step into its matmuls (aten::mm,
-aten::addmm: the same eight GEMMs in every step here) and the rest. py-spy
+aten::addmm, aten::addmm_: the same eight GEMMs in every step here) and the rest. py-spy
 (`profile_step.py --xp torch`) gives the same per line of the module.
 """
 import argparse
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nets import ALL_NETS, make_batch, make_params  # noqa: E402
 
 LR = 1e-3
-MATMULS = ("aten::mm", "aten::addmm")
+MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_")
 
 
 def steps(mod, net, batch):
@@ -41,7 +41,7 @@ def steps(mod, net, batch):
     def xp_lg():
         loss, grads = mod.loss_and_grad(tq, tx, ty)
         for k, g in grads.items():
-            tq[k] -= LR * g
+            tq[k].sub_(g, alpha=LR)     # the PyTorch peer's update, as benchmarks/_worker.py makes it
         return float(loss)
 
     return {"PyTorch eager (F.linear, autograd, p.sub_)": eager,
