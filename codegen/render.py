@@ -177,10 +177,6 @@ def penalty_text(prog: Program) -> str:
 def render_module(prog: Program, source: str = "<python>", flavour: str = "numpy") -> str:
     """The text of the generated module for a Program (deterministic): the NumPy module, or with
     flavour="array_api" the module for any array API namespace."""
-    if flavour != "numpy" and prog.penalised:
-        from derive.errors import SpecError
-        raise SpecError(prog.network.source, "penalty", "the --array-api module does not take weight penalties yet",
-                        "generate the NumPy module (without --array-api), or leave out l1/l2")
     return PYTHON.get_template(FLAVOURS[flavour].template).render(**module_context(prog, source, flavour))
 
 

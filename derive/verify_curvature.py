@@ -13,8 +13,8 @@
   loss_and_grad and hvp, float32 stays float32, no argument is written into.
 
 Tolerances: each finite difference is trusted to twice its own error estimate |D(h) - D(h/2)| plus
-its rounding, 64 u max|f| / h; a step whose path crosses a sign change of any pre-activation (a
-possible kink) is halved, up to 12 times, or that direction is skipped and counted as skipped.
+its rounding, 64 u max|f| / h; a step whose path crosses a sign change of any pre-activation or of
+an l1-penalised weight (a possible kink) is halved, up to 12 times, or that direction is skipped and counted as skipped.
 """
 import math
 import time
@@ -47,8 +47,16 @@ def _shifted(params: dict, v: dict, t: float) -> dict:
     return {p: params[p] + t * v[p] for p in params}
 
 
-def _signs(net: Network, params: dict, x) -> list:
-    return [np.signbit(z) for z in preactivations(net, params, x)[1:-1]]
+def _signs(net: Network, params: dict, x, kinked=()) -> list:
+    """The signs of every hidden pre-activation and of every entry of the parameters in `kinked`
+    (a weight penalty's kink, |w| at 0): a step that changes one may cross a kink."""
+    return [np.signbit(z) for z in preactivations(net, params, x)[1:-1]] + [np.signbit(params[p]) for p in kinked]
+
+
+def _penalty_kinks(d) -> list[str]:
+    """The parameters whose penalty's gradient has a kink (l1: sign(w)), in penalty order."""
+    rough = (sp.Heaviside, sp.sign, sp.Abs, sp.Piecewise)
+    return list(dict.fromkeys(t.param for t in d.penalty if t.gradient.has(*rough)))
 
 
 def _fd(f, crossing, h0: float = H0):
@@ -128,15 +136,16 @@ def check_curvature(net: Network, module, seed: int = 0, prove: bool = True, pro
                 f"(40 digits, {small.describe()})")
     prog = program(net)
     split = _Split(net, gauss_newton_split(prog.derivation, prog.forward, prog.backward))
+    kinked = _penalty_kinks(prog.derivation)
     for b in BATCHES:
         x, y, params = sample_point(net, rng, "normal", b)
         if progress is not None:
             progress(f"curvature at batch {b}")
-        signs = _signs(net, params, x)
+        signs = _signs(net, params, x, kinked)
 
         def crossing(h, v):
             return any(np.any(s != t) for sign in (1, -1)
-                       for s, t in zip(signs, _signs(net, _shifted(params, v, sign * h), x)))
+                       for s, t in zip(signs, _signs(net, _shifted(params, v, sign * h), x, kinked)))
 
         for _ in range(DIRECTIONS):
             v, u = _random(net.param_shapes(), rng), _random(net.param_shapes(), rng)

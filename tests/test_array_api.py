@@ -28,6 +28,8 @@ NETS = {
     "elu_bce": Network("elu_bce", 3, [Dense(4, "elu"), Dense(2, "sigmoid")], loss="bce"),
     "sparse": Network("sparse", 4, [Dense(5, "swish"), Dense(3, "softmax")], loss="sparse_cce"),
     "mae": Network("mae", 3, [Dense(4, "leaky_relu", alpha=0.2), Dense(2, "softplus")], loss="mae"),   # steps
+    "penalised": Network("penalised", 3, [Dense(5, "tanh", l1=0.02, l2=0.1, bias_l2=0.3), Dense(4, "relu", l2=0.05),
+                                          Dense(2, "sigmoid")], loss="bce"),                  # l1, l2, bias_l2
 }
 TOL = {"float64": 1e-12, "float32": 1e-5}
 BATCH = 6
@@ -161,6 +163,9 @@ def test_every_entry_point_equals_the_numpy_module(modules, name, ns_name, dtype
                    **{f"d{k}": g for k, g in grads.items()}, **{f"backward d{k}": g for k, g in from_cache.items()},
                    **{f"hvp {k}": h for k, h in hv.items()}, **{f"gnvp {k}": h for k, h in gv.items()},
                    **{f"new {k}": a for k, a in new.items()}, **{f"updated {k}": a for k, a in updated.items()}}
+        if hasattr(m, "penalty"):
+            results["penalty"] = mx.penalty(P)
+            _close(results["penalty"], m.penalty(p0), dtype, "penalty")
         _same_kind(ns_name, results, dtype)
         assert loss.shape == () and step_loss.shape == ()           # 0-d arrays, never a Python float
         for what in ("loss", "loss()", "sgd_step", "sgd_update", "loss_grad_hvp"):
@@ -413,10 +418,12 @@ def test_generate_array_api_refuses_two_specs_writing_one_file(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_a_penalised_network_is_refused_in_one_line(tmp_path):
-    """The array-API template has no penalty yet: refused, exit 2, nothing written (never a module
-    that silently leaves the penalty out)."""
-    from conftest import ROOT, run_cli
-    proc = run_cli("generate", "--array-api", ROOT / "examples" / "digits_weight_decay.toml", "-o", tmp_path)
-    assert proc.returncode == 2 and "penalt" in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+def test_the_penalised_modules_loss_includes_its_penalty(modules):
+    """The array-API module takes a spec's weight penalties as the NumPy module does (checked entry by
+    entry above); here the penalty is seen to be part of the loss, and not zero."""
+    m, mx = modules("penalised")
+    x, y, _ = _data(NETS["penalised"])
+    p0 = _params(m, "float64")
+    assert float(mx.penalty(p0)) > 0
+    without = float(mx.loss(p0, x, y)) - float(mx.penalty(p0))
+    assert abs(without - float(m.loss(p0, x, y) - m.penalty(p0))) <= 1e-12 * abs(without)

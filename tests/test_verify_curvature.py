@@ -1,5 +1,6 @@
 """nnderive verify --curvature: true modules pass; planted second-order errors fail, and are named."""
 import dataclasses
+import re
 
 import pytest
 import sympy as sp
@@ -101,3 +102,31 @@ def test_cli_verify_curvature(tmp_path):
     proc = run_cli("verify", str(spec), "--module", str(old), "--curvature")
     assert proc.returncode == 2 and "hvp" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_l1_penalty_kink_is_not_a_false_alarm(tmp_path):
+    """digits_weight_decay (l1 on W1): at seed 0 a finite-difference step of the gradient crossed an
+    entry of W1 through 0, where the l1 gradient jumps, and hvp was called wrong (regression). Steps
+    that change the sign of an l1-penalised weight are halved like those that cross a relu kink."""
+    from derive.verify_curvature import _penalty_kinks
+    net = load_spec(ROOT / "examples" / "digits_weight_decay.toml")
+    assert _penalty_kinks(program(net).derivation) == ["W1"]            # l1 on W1; l2's gradient is smooth
+    report = check_curvature(net, _module(tmp_path, net), prove=False)
+    assert report.ok, report.table()
+    hvp = [r for r in report.rows if r.entry == "hvp" and r.param == "W1"]
+    assert hvp and hvp[0].checked and not hvp[0].note           # checked, no direction skipped
+
+
+def test_a_penalty_curvature_error_is_still_caught(tmp_path):
+    """The kink rule does not hide an error: hvp's l2 term of W2 (lambda on the diagonal) doubled."""
+    net = load_spec(ROOT / "examples" / "digits_weight_decay.toml")
+    source = open(_module(tmp_path, net).__file__).read()
+    found = re.findall(r"    RdW2 \+= .*\n", source)
+    assert found, "no penalty term in RdW2"
+    planted = source.replace(found[-1], found[-1].rstrip("\n") + "*2\n", 1)
+    path = tmp_path / "planted" / f"{net.name}.py"
+    path.parent.mkdir()
+    path.write_text(planted)
+    report = check_curvature(net, load_module(path), prove=False)
+    assert not report.ok
+    assert any(r.entry == "hvp" and r.param == "W2" and not r.ok for r in report.rows), report.table()
