@@ -47,7 +47,10 @@ def add_parsers(sub) -> None:
     default = DEFAULTS["optimizer"]
     t = sub.add_parser("train", help="train a spec's network on data with mini-batches",
                        description="Generate the spec's module, then train it with shuffled mini-batches on "
-                                   "a train/test split, printing one line per epoch.")
+                                   "a train/test split, printing one line per epoch: the losses and the test "
+                                   "accuracy, or for regression the test error that fits the loss (RMSE, or MAE "
+                                   "for losses growing linearly: mae, huber, log_cosh). Exit status 1, writing "
+                                   "nothing, if the loss stops being finite (training diverged).")
     t.add_argument("spec", metavar="SPEC", help="a network spec, a TOML file (see examples/*.toml)")
     _data_arguments(t)
     t.add_argument("--epochs", default=str(DEFAULTS["epochs"]), metavar="N",
@@ -58,7 +61,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--lr", metavar="LR", help=f"learning rate (default: the optimizer's own, "
                                               f"{default} {OPTIMIZERS[default].defaults['lr']:g})")
     t.add_argument("--dtype", default="float64", metavar="TYPE", help="float64 or float32 (%(default)s)")
-    t.add_argument("--metrics", metavar="FILE.json", help="write the per-epoch losses and accuracy as JSON")
+    t.add_argument("--metrics", metavar="FILE.json", help="write the per-epoch losses and accuracy (or regression error) as JSON")
     t.add_argument("--plot", metavar="FILE.png", help="write the loss and accuracy curves (needs matplotlib)")
     t.add_argument("--sharpness", action="store_true",
                    help=f"after each epoch, also log the sharpness: the largest eigenvalue of the training "
@@ -145,7 +148,8 @@ def _data(net, args):
     check_width(x, net.inputs, args.data)
     if test is not None and args.test_fraction is not None:
         raise SpecError("--test-fraction", "", f"{args.data} has its own test set (t10k: MNIST's official split)",
-                        "drop --test-fraction to test on it, or add --resplit to pool train and t10k and split them")
+                        "drop --test-fraction to keep that split, "
+                        "or add --resplit to pool train and t10k and split them")
     return x, y, test
 
 
@@ -260,7 +264,7 @@ def cmd_surface(args) -> int:
     print(f"loss {loss0:.6g} at {labels[0]} = {point[0]:.4g}, {labels[1]} = {point[1]:.4g}; "
           f"{np.nanmin(losses):.6g} to {np.nanmax(losses):.6g} over +-{span:g}")
     if step is not None:
-        print(f"along -gradient (norm {np.hypot(*gradient):.4g}) the loss is lowest {np.hypot(*step[:2]):.4g} away: "
-              f"{step[2]:.6g} (the arrow)")
+        print(f"along -gradient (norm {np.hypot(*gradient):.4g}) the loss is lowest "
+              f"{np.hypot(*step[:2]):.4g} away in the grid: {step[2]:.6g} (the arrow)")
     print(f"wrote {output}")
     return 0

@@ -202,8 +202,9 @@ def surface_figure(u, v, losses, labels, point, gradient, title: str = "", step=
     g = np.asarray(gradient, dtype=float)
     norm = float(np.linalg.norm(g)) if np.all(np.isfinite(g)) else 0.0
     if step is not None:
-        d, label = np.asarray(step[:2], dtype=float), (f"-gradient (norm {norm:.2g}) to the lowest loss on its "
-                                                       f"line: {step[2]:.6g}, {np.linalg.norm(step[:2]):.2g} away")
+        d = np.asarray(step[:2], dtype=float)
+        label = (f"-gradient (norm {norm:.2g}) to the lowest loss on its line in the grid: {step[2]:.6g}, "
+                 f"{np.linalg.norm(d):.3g} away")
     elif norm > 0:
         d = -g / norm * (u[-1] - u[0]) / 5
         label = f"direction of -gradient (norm {norm:.2g}; length not to scale)"

@@ -56,8 +56,8 @@ def loss_surface(module, params: dict, x, y, elements, span: float, steps: int):
     return u, v, losses
 
 
-def line_minimum(module, params: dict, x, y, elements, gradient, span: float, samples: int = 4 * SURFACE_DEFAULTS["steps"],
-                 refinements: int = REFINEMENTS):
+def line_minimum(module, params: dict, x, y, elements, gradient, span: float,
+                 samples: int = 4 * SURFACE_DEFAULTS["steps"], refinements: int = REFINEMENTS):
     """Where the loss is lowest along -gradient, moving the two elements within the surface's grid: steepest
     descent with an exact line search (Cauchy's step), so the arrow the plot draws ends at that line's
     minimum instead of an arbitrary length past it.

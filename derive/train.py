@@ -46,9 +46,9 @@ class TrainingDiverged(NnderiveError):
 
 
 def train(module, optimizers, x, y, *, epochs: int = 20, batch_size: int = 32, optimizer: str = "adam",
-          lr: float | None = None, seed: int = 0, test_fraction: float = 0.2, test=None, loss: "str | Loss | None" = None,
-          progress=False, verbose=False, params: dict | None = None, dtype=np.float64, accuracy: str | None = "auto",
-          on_epoch=None, sharpness: bool = False):
+          lr: float | None = None, seed: int = 0, test_fraction: float = 0.2, test=None,
+          loss: "str | Loss | None" = None, progress=False, verbose=False, params: dict | None = None,
+          dtype=np.float64, accuracy: str | None = "auto", on_epoch=None, sharpness: bool = False):
     """Train a generated module's network with shuffled mini-batches; return (params, metrics).
 
     NumPy only: `module` is a generated network module, `optimizers` a generated
