@@ -56,10 +56,36 @@ def load(source: str, *, n_outputs: int, loss: "str | Loss") -> tuple[np.ndarray
     >>> x.shape, y[:3]                                          # doctest: +SKIP
     ((1797, 64), array([0, 1, 2]))
     """
-    if not isinstance(loss, Loss) and loss not in KNOWN_LOSSES:
-        raise DataError(source, "loss", f"unknown loss {loss!r}", f"use one of {', '.join(sorted(KNOWN_LOSSES))}")
+    _check_loss(source, loss)
     x, y = load_raw(source)
     return x, targets(y, n_outputs=n_outputs, loss=loss, source=source)
+
+
+def _check_loss(source: str, loss) -> None:
+    if not isinstance(loss, Loss) and loss not in KNOWN_LOSSES:
+        raise DataError(source, "loss", f"unknown loss {loss!r}", f"use one of {', '.join(sorted(KNOWN_LOSSES))}")
+
+
+def load_split(source: str, *, n_outputs: int, loss: "str | Loss", resplit: bool = False):
+    """Load a data source with its own test set kept apart: (x, y, test), test = (x_test, y_test) or None.
+
+    `mnist:DIR` with both the train and the t10k files has one: MNIST's official split (60,000
+    training and 10,000 test images), so results compare with published figures. Every other
+    source, MNIST without t10k, and `resplit=True` give (x, y) as `load` does and test None: the
+    caller splits off a test fraction itself (derive.data.split, derive.train.train).
+
+    >>> x, y, test = load_split("mnist:MNIST", n_outputs=10, loss="sparse_cce")  # doctest: +SKIP
+    >>> len(x), len(test[0])                                                        # doctest: +SKIP
+    (60000, 10000)
+    """
+    if resplit or not source.startswith("mnist:"):
+        return *load(source, n_outputs=n_outputs, loss=loss), None
+    _check_loss(source, loss)
+    parts = mnist_parts(source[len("mnist:"):])
+    shaped = {part: (x, targets(y, n_outputs=n_outputs, loss=loss, source=source)) for part, (x, y) in parts.items()}
+    if "t10k" not in shaped:
+        return *shaped["train"], None
+    return *shaped["train"], shaped["t10k"]
 
 
 def load_raw(source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -88,14 +114,24 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_mnist(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST (or Fashion-MNIST) IDX files in `directory`, gzipped or not: train, then t10k if present.
+    """MNIST (or Fashion-MNIST) IDX files in `directory`, gzipped or not: train, then t10k if present,
+    in one pair of arrays (see mnist_parts for them apart).
 
     Pixels are scaled by 1/255 and each image flattened to 784 features.
+    """
+    parts = mnist_parts(directory)
+    return (np.concatenate([x for x, _ in parts.values()]), np.concatenate([y for _, y in parts.values()]))
+
+
+def mnist_parts(directory: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The MNIST IDX files in `directory` by part: {"train": (x, y), "t10k": (x, y)}, t10k only if present.
+
+    Pixels are scaled by 1/255 and each image flattened; the train files must be there.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(str(directory), "", "no such directory", "pass mnist:DIR with the IDX files in DIR")
-    xs, ys = [], []
+    parts = {}
     shape, count = None, 0
     for part in MNIST_PARTS:
         images = _find_idx(directory, f"{part}-images", "idx3-ubyte")
@@ -110,7 +146,7 @@ def load_mnist(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
             raise DataError(str(images), "", f"{len(x)} images of shape {x.shape[1:]} but labels of shape {y.shape}",
                             f"use the labels file that belongs to {images.name}")
-        if xs and x.shape[1:] != shape:
+        if parts and x.shape[1:] != shape:
             raise DataError(str(images), "header", f"images of shape {x.shape[1:]}, but the train images are "
                             f"{shape}", "use the train and t10k files of one data set")
         shape = x.shape[1:]
@@ -119,9 +155,8 @@ def load_mnist(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(str(images), "", f"train and t10k hold {count:,} numbers, more than {MAX_ELEMENTS:,}",
                             "use a smaller data set")
         flat = x.reshape(len(x), -1).astype(np.float64)
-        xs.append(np.divide(flat, 255.0, out=flat))
-        ys.append(y.astype(np.int64))
-    return np.concatenate(xs), np.concatenate(ys)
+        parts[part] = np.divide(flat, 255.0, out=flat), y.astype(np.int64)
+    return parts
 
 
 def _find_idx(directory: Path, stem: str, kind: str) -> Path | None:

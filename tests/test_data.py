@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from derive.data import DataError, check_width, load, load_raw, read_idx, split, targets
+from derive.data import DataError, check_width, load, load_raw, load_split, mnist_parts, read_idx, split, targets
 from derive.errors import NnderiveError, SpecError
 
 
@@ -84,6 +84,42 @@ def test_mnist_test_part_is_optional_and_one_hot_for_cce(tmp_path):
     assert x.shape == (6, 20) and y.shape == (6, 10) and y.dtype == np.float64
     np.testing.assert_array_equal(y.argmax(axis=1), data["train"][1])
     np.testing.assert_array_equal(y.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("loss", ["sparse_cce", "cce"])
+def test_mnist_official_split_keeps_t10k_as_the_test_set(tmp_path, loss):
+    data = mnist_dir(tmp_path, n_train=6, n_test=4)
+    x, y, (x_test, y_test) = load_split(f"mnist:{tmp_path}", n_outputs=10, loss=loss)
+    np.testing.assert_array_equal(x, data["train"][0].reshape(6, 20) / 255.0)
+    np.testing.assert_array_equal(x_test, data["t10k"][0].reshape(4, 20) / 255.0)
+    labels = (y, y_test) if loss == "sparse_cce" else (y.argmax(axis=1), y_test.argmax(axis=1))
+    np.testing.assert_array_equal(labels[0], data["train"][1])
+    np.testing.assert_array_equal(labels[1], data["t10k"][1])
+    # resplit: the pooled data, exactly what load gives
+    pooled = load_split(f"mnist:{tmp_path}", n_outputs=10, loss=loss, resplit=True)
+    assert pooled[2] is None
+    for a, b in zip(pooled[:2], load(f"mnist:{tmp_path}", n_outputs=10, loss=loss)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_split_without_a_test_set_of_the_sources_own(tmp_path):
+    mnist_dir(tmp_path, test=False)
+    x, y, test = load_split(f"mnist:{tmp_path}", n_outputs=10, loss="sparse_cce")
+    assert x.shape == (6, 20) and test is None
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,0\n3,4,1\n")
+    x, y, test = load_split(str(path), n_outputs=2, loss="sparse_cce")
+    assert test is None and list(y) == [0, 1]
+    expect_error(["loss: unknown loss 'l3'"], load_split, f"mnist:{tmp_path}", n_outputs=10, loss="l3")
+    expect_error(["class label", "does not fit an output layer of 2 units"],
+                 load_split, f"mnist:{tmp_path}", n_outputs=2, loss="cce")
+
+
+def test_mnist_parts(tmp_path):
+    data = mnist_dir(tmp_path, n_train=3, n_test=2, gz=False)
+    parts = mnist_parts(tmp_path)
+    assert list(parts) == ["train", "t10k"]
+    np.testing.assert_array_equal(parts["t10k"][1], data["t10k"][1])
 
 
 def test_mnist_errors(tmp_path):
