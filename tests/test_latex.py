@@ -395,10 +395,10 @@ def test_the_partials_check_catches_a_planted_error():
 
 def test_api_pieces_are_sympy_in_the_code_names():
     p = pieces(Network("seed", 4, [Dense(2, "relu"), Dense(3, "sigmoid")], loss="mse"))
-    a2, y, z1, g1 = symbol("a2"), symbol("y"), symbol("z1"), symbol("g1")
+    a1, a2, y, g1 = symbol("a1"), symbol("a2"), symbol("y"), symbol("g1")
     assert p.activation(2).fprime_a == a2 * (1 - a2)
     assert sp.simplify(p.output_delta - (a2 - y) * a2 * (1 - a2)) == 0
-    assert p.delta(1) == g1 * sp.Heaviside(z1, 0)
+    assert p.delta(1) == g1 * sp.Heaviside(a1, 0)      # relu' in a: the mask [a1 > 0]
     assert p.dW(2).shape == (3, 2) and p.db(1).shape == (2, 1)
     assert p.output_delta.subs({a2: sp.Rational(1, 2), y: 1}) == -sp.Rational(1, 8)
     assert latex(p.output_delta) == r"a^{(2)} \left(1 - a^{(2)}\right) \left(a^{(2)} - y\right)"
