@@ -150,7 +150,7 @@ def test_fused_deltas_are_typeset_with_their_condition(example_docs):
     # sigmoid' as SymPy derived it, then rewritten in its output
     assert r"\sigma'\left(z\right) &= \frac{e^{- z}}{\left(1 + e^{- z}\right)^{2}}" in seed
     assert r"&= a \left(1 - a\right) &&a = \sigma\left(z\right)" in seed
-    assert r"&= g^{(1)} \left[z^{(1)} > 0\right]" in seed
+    assert r"&= g^{(1)} \left[a^{(1)} > 0\right]" in seed         # relu' in its output: [a > 0]
 
 
 def test_documents_are_deterministic():
@@ -251,7 +251,7 @@ def test_curvature_section_relu_softmax_has_no_second_order_term(example_docs):
             r"\mathbf{1}_{2} \mathbf{1}_{2}^{\top}") in forward
     assert r"\mathcal{R}\{a^{(3)}\} &= \mathcal{R}\{\log a^{(3)}\} a^{(3)}" in forward
     backward = _rows_of(tex, r"\subsection*{Backward along", r"\subsection*{Gauss-Newton")
-    assert r"\mathcal{R}\{\delta^{(1)}\} &= \mathcal{R}\{g^{(1)}\} \left[z^{(1)} > 0\right]" in backward
+    assert r"\mathcal{R}\{\delta^{(1)}\} &= \mathcal{R}\{g^{(1)}\} \left[a^{(1)} > 0\right]" in backward
     assert "second-order term}" not in backward and "No hidden layer here has one" in backward
     gn = _rows_of(tex, r"\subsection*{Gauss-Newton", r"\end{document}")
     assert "splits the network at the pre-activations $z^{(3)}$" in gn     # softmax + cce: a matching loss
@@ -423,7 +423,7 @@ def test_long_formulas_break_between_terms_and_keep_their_factors():
 def test_api_activation_identities():
     assert activation("sigmoid").fprime_a == sp.Symbol("a", real=True) * (1 - sp.Symbol("a", real=True))
     assert activation("tanh").fprime_a == 1 - sp.Symbol("a", real=True) ** 2
-    assert activation("relu").fprime_a is None
+    assert activation("relu").fprime_a == sp.Heaviside(sp.Symbol("a", real=True), 0)    # the mask [a > 0]
     with pytest.raises(NnderiveError):
         activation("softmax")
     assert softmax_steps().jvp.has(sp.Sum)
