@@ -8,7 +8,9 @@ a slow spell of this shared machine hits them all alike. Reports the median
 of the round medians (wall clock and CPU time), min-max over all steps, the
 spread of the round medians, the ratio to the generated module, GFLOP/s, the
 fraction of the GEMM-only floor and the issue's targets. --smoke runs a few
-seconds of NumPy-only configurations (tests).
+seconds of NumPy-only configurations (tests): one round of three steps, which
+shows that every runtime runs and agrees, and whose times are not a measurement
+(its report says so, and marks every ratio).
 """
 import argparse
 import datetime
@@ -48,10 +50,17 @@ SHORT = {
     "gemm": "GEMM only",
 }
 FULL = dict(nets=list(NETS), batches=[1, 32, 128, 1024], dtypes=["float64", "float32"],
-            runtimes=list(RUNTIMES), rounds=7, repeats=20, min_time=0.2)
+            runtimes=list(RUNTIMES), rounds=7, repeats=20, min_time=0.2, smoke=False)
 SMOKE = dict(nets=list(NETS), batches=[32], dtypes=["float64"],
              runtimes=["generated", "generated_sgd_step", "numpy", "numpy_opt", "gemm"],
-             rounds=1, repeats=3, min_time=0.0)
+             rounds=1, repeats=3, min_time=0.0, smoke=True)
+# A smoke run's ratios come from three steps of a cold process each: they can say anything (sgd_step 3.23x
+# loss_and_grad in one, the opposite of a full run's 0.9x), so its report marks every one of them.
+SMOKE_MARK = " (smoke)"
+SMOKE_NOTE = ("**A smoke run (`--smoke`), not a measurement:** one round of three steps per runtime, without "
+              "warm-up time. It shows that every runtime runs and agrees with the hand-written NumPy step "
+              "(the check column); its times and ratios (marked \"(smoke)\") are noise. For numbers: "
+              "`python benchmarks/bench.py --threads 1`, or RESULTS.md, its last run.")
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # relative, for the cross-check of first steps
 
 
@@ -240,7 +249,10 @@ def worst_ratio(results, cfg, gen, target, key):
 def targets_section(results, cfg):
     """The issue's targets, each as the worst ratio over its configurations, by wall and by CPU time."""
     gens = [g for g in ("generated", "generated_sgd_step") if g in cfg["runtimes"]]
+    mark = SMOKE_MARK if cfg.get("smoke") else ""
     lines = ["## The issue's targets", "",
+             *(["**Smoke run: not a measurement** (see the note at the top); the ✓ and ✗ only show the layout.", ""]
+               if mark else []),
              "generated / peer in this run, the worst configuration where a target covers several; "
              "✓ within the limit, ✗ not. paired: the median over rounds of the ratio within each round "
              "(the runtimes of a round run back to back, so a busy spell that lasts a round slows both "
@@ -263,7 +275,7 @@ def targets_section(results, cfg):
                     cells.append("–")
                 else:
                     where = f" ({w[1]})" if target[2] is None else ""
-                    cells.append(f"{w[0]:.2f} {'✓' if w[0] <= limit else '✗'}{where}")
+                    cells.append(f"{w[0]:.2f} {'✓' if w[0] <= limit else '✗'}{where}{mark}")
         lines.append(f"| {net} | {what} | ≤ {limit:.2f} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -320,7 +332,9 @@ def array_api_section():
 
 def render(results, cfg, info, argv, started, elapsed, load):
     """The Markdown report."""
-    lines = ["# Training-step benchmarks", "",
+    mark = SMOKE_MARK if cfg.get("smoke") else ""
+    lines = ["# Training-step benchmarks" + (": a smoke run, not a measurement" if mark else ""), "",
+             *([SMOKE_NOTE, ""] if mark else []),
              f"`python benchmarks/bench.py {' '.join(argv)}`, {started:%Y-%m-%d %H:%M} UTC, "
              f"{elapsed:.0f} s. One step = forward, backward, SGD update (lr = 1e-3) on one fixed batch.",
              "", *machine_lines(info, load), "", "## Method", "",
@@ -377,19 +391,19 @@ def render(results, cfg, info, argv, started, elapsed, load):
                         cells["cpu_median"].append("–")
                         continue
                     med, cpu = out["median"], out.get("cpu_median")
-                    ratio = f"{med / base:.2f}" if base else "–"
-                    cpu_ratio = f"{cpu / base_cpu:.2f}" if cpu and base_cpu else "–"
+                    ratio = f"{med / base:.2f}{mark}" if base else "–"
+                    cpu_ratio = f"{cpu / base_cpu:.2f}{mark}" if cpu and base_cpu else "–"
                     if base_rt != "generated" and base:
                         ratio += " (× NumPy)"
                         cpu_ratio += " (× NumPy)"
-                    cells["median"].append(f"{med / base:.2f}" if base else "–")
-                    cells["cpu_median"].append(f"{cpu / base_cpu:.2f}" if cpu and base_cpu else "–")
+                    cells["median"].append(f"{med / base:.2f}{mark}" if base else "–")
+                    cells["cpu_median"].append(f"{cpu / base_cpu:.2f}{mark}" if cpu and base_cpu else "–")
                     rm = out["round_medians"]
                     sec.append(
                         f"| {batch} | {LABELS[rt]} | {fmt(med)} | {fmt(out['min'])}–{fmt(out['max'])} "
                         f"| {fmt(min(rm))}–{fmt(max(rm))} | {fmt(cpu) if cpu else '–'} | {ratio} | {cpu_ratio} "
                         f"| {flops / med / 1e3:.2f} "
-                        f"| {f'{100 * gemm / med:.0f}%' if gemm else '–'} | {out.get('check', '')} |")
+                        f"| {f'{100 * gemm / med:.0f}%{mark}' if gemm else '–'} | {out.get('check', '')} |")
                     if out.get("check", "ok") not in ("ok", "–"):
                         notes.setdefault(f"{LABELS[rt]}: {out['check']}", []).append((net, dtype, batch))
                 for key, b in (("median", base), ("cpu_median", base_cpu)):
@@ -415,7 +429,9 @@ def render(results, cfg, info, argv, started, elapsed, load):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="a few seconds, NumPy runtimes only (for tests)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few seconds, NumPy runtimes only, one round: that everything runs and agrees "
+                             "(for tests); its times are not a measurement")
     parser.add_argument("--out", help="write the Markdown here (default: benchmarks/RESULTS.md; "
                                       "--smoke: stdout only)")
     parser.add_argument("--rounds", type=int)

@@ -2,10 +2,11 @@
 
     python benchmarks/gentime.py [--depths 2 4 8 16 32] [--widths 4 64 512] [--repeats 3] [--out FILE]
 
-Writes one temporary spec per (depth, width): `depth` layers, relu hidden
-layers of `width` units, a 10-unit softmax output, loss cce. Prints a Markdown
-table of median wall seconds (and generated lines). Skips cleanly, exit 0, when
-the `nnderive` command is missing or does not run yet.
+Takes about 2 minutes with the defaults: 15 specs, each generated 3 times, at 1-2 s a run (fewer
+--depths, --widths or --repeats take less). Writes one temporary spec per (depth, width): `depth`
+layers, relu hidden layers of `width` units, a 10-unit softmax output, loss cce. Prints a Markdown
+table of median wall seconds (and generated lines). Skips cleanly, exit 0, when the `nnderive`
+command is missing or does not run yet.
 """
 import argparse
 import datetime
@@ -43,7 +44,8 @@ def last_line(proc):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="About 2 minutes with the defaults (15 specs x 3 runs of 1-2 s).")
     parser.add_argument("--depths", nargs="+", type=int, default=[2, 4, 8, 16, 32])
     parser.add_argument("--widths", nargs="+", type=int, default=[4, 64, 512])
     parser.add_argument("--repeats", type=int, default=3)

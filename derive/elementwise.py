@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import sympy as sp
+from sympy.calculus.util import function_range
 
 from .errors import DerivationError
 from .naming import A, X
@@ -14,12 +15,16 @@ MAX_DERIVATIVE_OPS = 5000
 MAX_INVERT_OPS = 8        # solve a = f(x) for x only for formulas this small (sigmoid: 3, softplus: 3)
 MAX_INVERT_CALLS = 2      # ... and with at most this many nested functions (softplus: log(1 + exp(x)), 2);
                           # solve() on tan(sin(tan(x))) runs for minutes
+MAX_PIECES = 6            # a formula made of pieces (relu, elu, max(x, 0.2x)) of at most MAX_INVERT_OPS
+                          # operations is tried for a form in a with at most this many pieces (leaky_relu: 2)
 MAX_SIMPLIFY_OPS = 60     # simplify/factor only expressions this small (sigmoid' in a: 12)
 MAX_EXPANDED_TERMS = 2000  # ... whose expansion has at most this many terms: count_ops((a - y)**99) is 3, but
                            # simplify, cancel and expand multiply it out (a softmax instance: 5151 terms, minutes)
 
 # Forms the inversion a = f(x) -> x cannot handle; their derivatives are used in x.
 _NOT_INVERTIBLE = (sp.Piecewise, sp.Heaviside, sp.Max, sp.Min, sp.sign, sp.Abs, sp.erf)
+# Functions made of pieces, each smooth: a form in a is sought piece by piece.
+_PIECEWISE = (sp.Piecewise, sp.Heaviside, sp.Max, sp.Min, sp.sign, sp.Abs)
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,8 @@ def small_enough(expr: sp.Expr) -> bool:
 
 
 def agree_numerically(e1: sp.Expr, e2: sp.Expr, var: sp.Symbol, points=(-2.3, -0.7, 0.4, 1.9)) -> bool:
-    """e1 == e2 at several points to 40 digits (a guard on top of a symbolic proof)."""
+    """e1 == e2 at several points (floats, or exact SymPy numbers) to 40 digits (a guard on top of a
+    symbolic proof)."""
     for p in points:
         v1, v2 = (sp.N(e.xreplace({var: sp.Rational(str(p))}), 50) for e in (e1, e2))
         if not (v1.is_number and v2.is_number) or abs(v1 - v2) > sp.Float("1e-40") * (1 + abs(v1)):
@@ -174,9 +180,18 @@ def _candidates(f: sp.Expr, fprime: sp.Expr):
 
 
 def _output_form(f: sp.Expr, fprime: sp.Expr) -> tuple[sp.Expr | None, sp.Expr | None]:
-    """Find g with f'(x) = g(f(x)): substitute or solve, simplify, then prove g(f(x)) - f'(x) == 0."""
+    """Find g with f'(x) = g(f(x)): substitute or solve, simplify, then prove g(f(x)) - f'(x) == 0.
+
+    A constant f' (identity, step, sign) is left as it is: backward reads neither z nor a for it.
+    """
     if not fprime.has(X) or not small_enough(fprime):
         return None, None
+    if f.has(*_PIECEWISE):
+        return _piecewise_output_form(f, fprime), None
+    return _smooth_output_form(f, fprime)
+
+
+def _smooth_output_form(f: sp.Expr, fprime: sp.Expr) -> tuple[sp.Expr | None, sp.Expr | None]:
     try:
         for g, inv in _candidates(f, fprime):
             if not small_enough(g):
@@ -190,6 +205,62 @@ def _output_form(f: sp.Expr, fprime: sp.Expr) -> tuple[sp.Expr | None, sp.Expr |
     except (NotImplementedError, ValueError, TypeError):
         pass
     return None, None
+
+
+def _pieces(e: sp.Expr) -> list[tuple[sp.Expr, sp.Set]]:
+    """(formula, set of x) pairs: e equals the formula on the set; the sets partition the real line."""
+    e = sp.piecewise_fold(e.rewrite(sp.Piecewise))
+    return e.as_expr_set_pairs(sp.S.Reals) if isinstance(e, sp.Piecewise) else [(e, sp.S.Reals)]
+
+
+def _piecewise_output_form(f: sp.Expr, fprime: sp.Expr) -> sp.Expr | None:
+    """f' in a for an f made of smooth pieces, where the sign of a tells the pieces apart (relu, leaky_relu,
+    elu, max(x, 0.2x)): relu' = Heaviside(a, 0), elu' = a + alpha where a <= 0.
+
+    On each piece of the line where f and f' (kink convention included) are each one formula, f' is
+    written in that piece's a (a constant, or as for a smooth f), and the piece's values of a are its
+    image under f (sympy.calculus.util.function_range). The pieces must fall into two forms, one with
+    images in a > 0 and computing a = x there, the other with images in a <= 0: then a > 0 is x > 0,
+    exactly and in floating point (a = x is not rounded on that side, and rounding keeps the other
+    side's values at most 0; a >= 0 would not be safe: 0.01 x underflows to -0.0). Else there is no
+    form here: abs and min(x, 0) have a = 0 at the kink and beyond it, with different f', and a
+    threshold elsewhere (a > -1 for max(x, 0) - 1) would not survive rounding (1e-20 - 1 is -1). The
+    choice is made by sets; g(f(x)) = f'(x) is then proven piece by piece, and checked at points and
+    at the kinks, before the form is returned.
+    """
+    if sp.count_ops(f) > MAX_INVERT_OPS:
+        return None
+    try:
+        parts = []                                   # (image of the piece under f, f' on it in a, f on it)
+        for fe, fs in _pieces(f):
+            for de, ds in _pieces(fprime):
+                where = sp.Intersection(fs, ds)
+                if where is sp.S.EmptySet:
+                    continue
+                if len(parts) == MAX_PIECES or fe.has(*_PIECEWISE) or de.has(*_PIECEWISE) or not small_enough(fe):
+                    return None
+                g = de if not de.has(X) else _smooth_output_form(fe, de)[0]
+                image = function_range(fe, X, where)
+                if g is None or not isinstance(image, (sp.Interval, sp.FiniteSet)):
+                    return None
+                parts.append((image, g, fe))
+        positive = sp.Interval.open(0, sp.oo)
+        upper = [p for p in parts if p[0].is_subset(positive)]
+        lower = [p for p in parts if sp.Intersection(p[0], positive) is sp.S.EmptySet]
+        if not upper or not lower or len(upper) + len(lower) < len(parts) or any(fe != X for _, _, fe in upper):
+            return None
+        g_hi, g_lo = upper[0][1], lower[0][1]
+        if any(sp.simplify(g - g_hi) != 0 for _, g, _ in upper) or any(sp.simplify(g - g_lo) != 0 for _, g, _ in lower):
+            return None
+        form = g_hi * sp.Heaviside(A, 0) if g_lo == 0 and g_hi.is_number else sp.Piecewise((g_hi, A > 0), (g_lo, True))
+        # The proof: g(f(x)) - f'(x) is 0 on every piece of the line; then at points, the kinks among them.
+        if any(sp.simplify(e) != 0 for e, _ in _pieces(form.xreplace({A: f}) - fprime)):
+            return None
+        kinks = {b for _, fs in _pieces(f) for b in fs.boundary if b.is_finite}
+        points = (-2.3, -0.7, 0.4, 1.9, *sorted(kinks, key=float))
+        return form if agree_numerically(form.xreplace({A: f}), fprime, X, points) else None
+    except (NotImplementedError, ValueError, TypeError, AttributeError):
+        return None
 
 
 @lru_cache(maxsize=None)

@@ -11,9 +11,9 @@ document as a LaTeX math string, computed from the same Derivation that feeds th
 >>> p.output_delta
 a2*(1 - a2)*(a2 - y)
 >>> p.delta(1)
-g1*Heaviside(z1, 0)
+g1*Heaviside(a1, 0)
 >>> print(latex(p.delta(1)))
-g^{(1)} \left[z^{(1)} > 0\right]
+g^{(1)} \left[a^{(1)} > 0\right]
 >>> print(latex(p.dW(2)))
 {\delta^{(2)}}^{\top} a^{(1)}
 """

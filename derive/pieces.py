@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 import mpmath
 import numpy as np
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 from . import naming
 from .activations import ACTIVATIONS
@@ -76,6 +77,43 @@ def function_tex(net: Network, l: int) -> str:
     return r"\operatorname{%s}%s" % (head, "_" + sub if sub else "")
 
 
+# --- how matrix pieces print -------------------------------------------------------------------------
+# SymPy's str writes a matrix product a*b, a Hadamard product HadamardProduct(a, b) and a ones vector 1;
+# the pieces print the way the generated code and the documents write them: a @ b, a * b, 1_n.
+
+def _operand(printer, e) -> str:
+    text = printer._print(e)
+    return f"({text})" if isinstance(e, (sp.MatAdd, sp.MatMul, sp.HadamardProduct)) else text
+
+
+class _Product(sp.MatMul):
+    """A matrix product, printed a @ b (a scalar factor with *: 1/n*(...))."""
+
+    def _sympystr(self, printer):
+        coeff, factors = self.as_coeff_mmul()
+        product = " @ ".join(_operand(printer, f) for f in factors.args)
+        if coeff == 1:
+            return product
+        if coeff == -1:
+            return "-" + product
+        return f"{printer.parenthesize(coeff, PRECEDENCE['Mul'])}*{product}"
+
+
+class _Hadamard(sp.HadamardProduct):
+    """An elementwise product, printed a * b as NumPy writes it."""
+
+    def _sympystr(self, printer):
+        return " * ".join(_operand(printer, f) for f in self.args)
+
+
+class _Ones(sp.OneMatrix):
+    """A vector of ones, printed 1_n (a column; 1_n.T a row), as the documents write it."""
+
+    def _sympystr(self, printer):
+        rows, cols = self.shape
+        return f"1_{printer._print(rows)}" if cols == 1 else f"1_{printer._print(cols)}.T"
+
+
 # --- the pieces of one network ------------------------------------------------------------------------
 
 class Pieces:
@@ -85,7 +123,8 @@ class Pieces:
     expressions in the Symbols z{l}, a{l}, y, g{l} (the upstream gradient dL/da{l}), n: each stands for any
     one element of that array, exactly as the generated module applies the formula.
     Matrix objects (dW{l}, db{l}, g{l}, the forward pass) are MatrixSymbol expressions, batch-first,
-    for display and evaluation with `numeric` (never differentiate them: see DESIGN pitfalls).
+    for display and evaluation with `numeric` (never differentiate them: see DESIGN pitfalls); they
+    print as the code writes them: delta1.T @ x, a2 * g2, 1_n a column of n ones.
     delta, upstream, dW and db are the Program's own statements (what the module prints), composed
     and shown in these two forms; nothing here is a second copy of the recurrence.
     """
@@ -143,7 +182,7 @@ class Pieces:
         """(a{l-1} @ W{l}.T, the broadcast bias 1_n b{l}.T): z{l} is their sum, as the Program's statements say."""
         self._layer(l)
         product, bias = (s.expr for s in self.program.defining(naming.pre(l))[:2])
-        return self._display(product, l), sp.OneMatrix(N, 1) * self.matrix(bias.name).T
+        return self._display(product, l), _Product(_Ones(N, 1), self.matrix(bias.name).T, evaluate=False)
 
     # the loss
     @property
@@ -164,7 +203,13 @@ class Pieces:
         self._layer(l)
         if l < self.L:
             return self._display(self._upstream_node(l), l)
-        return self._elementwise(self.program.defining(naming.UPSTREAM)[0].expr, l)
+        # the output's g is a statement before its delta (the hidden layers' g statements come after)
+        first = next(i for i, s in enumerate(self.program.backward) if s.name == naming.delta(l))
+        before = [s for s in self.program.backward[:first] if s.name == naming.UPSTREAM]
+        if not before:
+            raise NnderiveError(f"the output delta of {self.network.name} is {self.derivation.output.kind} "
+                                f"(see output_delta): the Program computes no dL/da{l} of its own")
+        return self._elementwise(before[-1].expr, l)
 
     def delta(self, l: int) -> sp.Expr:
         """delta{l} = dL/dz{l} as the code computes it (1/n for the output layer).
@@ -186,7 +231,8 @@ class Pieces:
         return self._display(self.program.defining(naming.grad(naming.weight(l)))[0].expr, l)
 
     def db(self, l: int) -> sp.MatrixExpr:
-        """db{l} = dL/db{l} = delta{l}.T @ 1_n (delta{l} summed over the batch), shape (n_l,)."""
+        """db{l} = dL/db{l} = delta{l}.T @ 1_n (delta{l} summed over the batch): the column (n_l, 1) of
+        the module's db{l}, whose shape is (n_l,) like b{l}'s."""
         self._layer(l)
         return self._display(self.program.defining(naming.grad(naming.bias(l)))[0].expr, l)
 
@@ -256,20 +302,20 @@ class Pieces:
             if isinstance(e, sp.Symbol):
                 return self.matrix(e.name) if e != N else e
             if isinstance(e, Dot):
-                return sp.MatMul(conv(e.args[0]), conv(e.args[1]), evaluate=False)
+                return _Product(conv(e.args[0]), conv(e.args[1]), evaluate=False)
             if isinstance(e, T):
                 return conv(e.args[0]).T
             if isinstance(e, BatchSum):
-                return conv(e.args[0]).T * sp.OneMatrix(N, 1)
+                return _Product(conv(e.args[0]).T, _Ones(N, 1), evaluate=False)
             if isinstance(e, UnitSum):
                 inner = conv(e.args[0])
                 k = inner.shape[1]
-                return sp.MatMul(inner, sp.OneMatrix(k, 1), sp.OneMatrix(1, k), evaluate=False)
+                return _Product(inner, _Ones(k, 1), _Ones(1, k), evaluate=False)
             if e.is_Mul:
                 scalars = [f for f in e.args if f.is_number or f == N or (f.is_Pow and f.base == N)]
                 arrays = [conv(f) for f in e.args if f not in scalars]
-                product = arrays[0] if len(arrays) == 1 else sp.HadamardProduct(*arrays, evaluate=False)
-                return sp.MatMul(sp.Mul(*scalars), product, evaluate=False) if scalars else product
+                product = arrays[0] if len(arrays) == 1 else _Hadamard(*arrays, evaluate=False)
+                return _Product(sp.Mul(*scalars), product, evaluate=False) if scalars else product
             if e.is_Add:
                 return sp.MatAdd(*[conv(a) for a in e.args], evaluate=False)
             raise NnderiveError(f"cannot show {e} as a matrix expression")

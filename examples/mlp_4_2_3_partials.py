@@ -11,13 +11,14 @@ p = pieces(net)
 
 print(f"network: {net.describe()}")
 print(f"sigmoid'(z2) = {p.activation(2).fprime} = {p.activation(2).fprime_a}")
-print(f"relu'(z1) = {p.activation(1).fprime}")
+print(f"relu'(z1) = {p.activation(1).fprime} = {p.activation(1).fprime_a}")
 print(f"output delta (one example): {p.output_delta}")
 print(f"delta2 = {p.delta(2)}")
 print(f"delta1 = {p.delta(1)},  g1 = {p.upstream(1)}")
+shapes = net.param_shapes()        # the generated module's PARAM_SHAPES: b1 is (2,), dL/db1 too
 for l in (1, 2):
-    print(f"dL/dW{l} = {p.dW(l)}  shape {p.dW(l).shape}")
-    print(f"dL/db{l} = {p.db(l)}  shape {p.db(l).shape}")
+    print(f"dL/dW{l} = {p.dW(l)}  shape {shapes[f'W{l}']}")
+    print(f"dL/db{l} = {p.db(l)}  shape {shapes[f'b{l}']}")
 print(f"LaTeX of delta2: {latex(p.delta(2))}")
 
 # Numbers: one example, the seed's way, through the pieces (not through generated code).
@@ -32,7 +33,7 @@ z2 = numeric(p.forward(2)[0] + p.forward(2)[1], {"a1": a1, "W2": W2, "b2": b2})
 a2 = numeric(p.activation(2).f, {"z2": z2})
 delta2 = numeric(p.delta(2), {"a2": a2, "y": y, "n": 1})
 g1 = numeric(p.upstream(1), {"delta2": delta2, "W2": W2})
-delta1 = numeric(p.delta(1), {"g1": g1, "z1": z1})
+delta1 = numeric(p.delta(1), {"g1": g1, "a1": a1})
 grads = {"W2": numeric(p.dW(2), {"delta2": delta2, "a1": a1}), "b2": numeric(p.db(2), {"delta2": delta2}),
          "W1": numeric(p.dW(1), {"delta1": delta1, "x": x}), "b1": numeric(p.db(1), {"delta1": delta1})}
 for name in ("W1", "b1", "W2", "b2"):

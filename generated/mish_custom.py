@@ -70,10 +70,9 @@ def _forward(params, x):
     a1 = t1_0*z1
     z2 = a1.dot(params["W2"].T)
     z2 += params["b2"]
-    t2_0 = z2 > 0
     # leaky_relu
-    a2 = np.where(t2_0, z2, 0.1*z2)
-    return z1, t1_0, a1, z2, t2_0, a2
+    a2 = np.where(z2 > 0, z2, 0.1*z2)
+    return z1, t1_0, a1, a2
 
 
 def _loss(y, a2):
@@ -82,7 +81,7 @@ def _loss(y, a2):
     return float(0.5*np.vdot(r, r)) / y.shape[0]
 
 
-def _backward(params, y, scale, x, z1, t1_0, a1, z2, a2):
+def _backward(params, y, scale, x, z1, t1_0, a1, a2):
     """scale * dL/dp for every parameter p (scale = 1/n; sgd_step passes lr/n).
 
     Writes only into arrays it makes.
@@ -91,7 +90,7 @@ def _backward(params, y, scale, x, z1, t1_0, a1, z2, a2):
     # bias gradients sum delta over the batch in one BLAS call, ones @ delta (at batch 1: the row)
     ones = np.ones(n, x.dtype) if n > 1 else None
     # dL/dz2 (dL/da * f'(z))
-    delta2 = np.where(z2 > 0, a2 - y, 0.1*a2 - 0.1*y)
+    delta2 = np.where(a2 > 0, a2 - y, 0.1*a2 - 0.1*y)
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
@@ -106,14 +105,12 @@ def _backward(params, y, scale, x, z1, t1_0, a1, z2, a2):
 def forward(params, x):
     """Return y_hat (batch, 2) and the values backward needs."""
     x = _inputs(params, x)
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, x)
+    z1, t1_0, a1, a2 = _forward(params, x)
     return a2, {
         "x": x,
         "z1": z1,
         "t1_0": t1_0,
         "a1": a1,
-        "z2": z2,
-        "t2_0": t2_0,
         "a2": a2,
     }
 
@@ -121,7 +118,7 @@ def forward(params, x):
 def backward(params, cache, y):
     """Return dL/dp for every parameter p; L is the batch mean of the mean squared error (mse)."""
     y = _targets(y, cache["a2"])
-    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["t1_0"], cache["a1"], cache["z2"], cache["a2"])
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["t1_0"], cache["a1"], cache["a2"])
     return {
         "W1": dW1,
         "b1": db1,
@@ -132,7 +129,7 @@ def backward(params, cache, y):
 
 def loss(params, x, y):
     """The batch mean of the per-example mean squared error."""
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, _inputs(params, x))
+    z1, t1_0, a1, a2 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a2), a2)
 
 
@@ -142,9 +139,9 @@ def loss_and_grad(params, x, y):
     NaN in x or y is never hidden: the loss and every gradient entry it reaches are NaN.
     """
     x = _inputs(params, x)
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, x)
+    z1, t1_0, a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], x, z1, t1_0, a1, z2, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], x, z1, t1_0, a1, a2)
     return _loss(y, a2), {
         "W1": dW1,
         "b1": db1,
@@ -160,9 +157,9 @@ def sgd_step(params, x, y, lr):
     lr folded into the output delta (backprop is linear in it) and no gradient arrays kept.
     """
     x = _inputs(params, x)
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, x)
+    z1, t1_0, a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    dW1, db1, dW2, db2 = _backward(params, y, lr / y.shape[0], x, z1, t1_0, a1, z2, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, lr / y.shape[0], x, z1, t1_0, a1, a2)
     params["W1"] -= dW1
     params["b1"] -= db1
     params["W2"] -= dW2
@@ -197,7 +194,7 @@ def _directions(params, v):
     return out
 
 
-def _hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
+def _hvp(params, v, y, scale, x, z1, t1_0, a1, a2):
     """(H v)[p] for every parameter p, H the Hessian of the loss summed over the batch times scale
     (1/n: of the batch mean): the R-forward pass, then backward and R-backward side by side.
 
@@ -212,10 +209,10 @@ def _hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
-    Ra2 = np.where(t2_0, Rz2, 0.1*Rz2)
+    Ra2 = np.where(a2 > 0, Rz2, 0.1*Rz2)
     # dL/dz2 (dL/da * f'(z))
-    delta2 = np.where(z2 > 0, a2 - y, 0.1*a2 - 0.1*y)
-    Rdelta2 = np.where(z2 > 0, Ra2, 0.1*Ra2)
+    delta2 = np.where(a2 > 0, a2 - y, 0.1*a2 - 0.1*y)
+    Rdelta2 = np.where(a2 > 0, Ra2, 0.1*Ra2)
     Rdelta2 *= scale
     delta2 *= scale
     RdW2 = Rdelta2.T.dot(a1)
@@ -232,7 +229,7 @@ def _hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     return RdW1, Rdb1, RdW2, Rdb2
 
 
-def _grad_hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
+def _grad_hvp(params, v, y, scale, x, z1, t1_0, a1, a2):
     """The gradient and H v, as _backward and _hvp give them, from one R-forward pass.
 
     Writes only into arrays it makes.
@@ -246,10 +243,10 @@ def _grad_hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
-    Ra2 = np.where(t2_0, Rz2, 0.1*Rz2)
+    Ra2 = np.where(a2 > 0, Rz2, 0.1*Rz2)
     # dL/dz2 (dL/da * f'(z))
-    delta2 = np.where(z2 > 0, a2 - y, 0.1*a2 - 0.1*y)
-    Rdelta2 = np.where(z2 > 0, Ra2, 0.1*Ra2)
+    delta2 = np.where(a2 > 0, a2 - y, 0.1*a2 - 0.1*y)
+    Rdelta2 = np.where(a2 > 0, Ra2, 0.1*Ra2)
     Rdelta2 *= scale
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
@@ -271,7 +268,7 @@ def _grad_hvp(params, v, y, scale, x, z1, t1_0, a1, z2, t2_0, a2):
     return dW1, db1, dW2, db2, RdW1, Rdb1, RdW2, Rdb2
 
 
-def _gnvp(params, v, y, scale, x, z1, t1_0, a1, t2_0):
+def _gnvp(params, v, y, scale, x, z1, t1_0, a1, a2):
     """(G v)[p] for every parameter p, G = J^T H_out J the Gauss-Newton matrix (of the summed loss times
     scale): the R-forward pass (J v), H_out at the output, then backward with all else held fixed.
 
@@ -285,8 +282,8 @@ def _gnvp(params, v, y, scale, x, z1, t1_0, a1, t2_0):
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
-    Ra2 = np.where(t2_0, Rz2, 0.1*Rz2)
-    Rdelta2 = np.where(t2_0, Ra2, 0.1*Ra2)
+    Ra2 = np.where(a2 > 0, Rz2, 0.1*Rz2)
+    Rdelta2 = np.where(a2 > 0, Ra2, 0.1*Ra2)
     Rdelta2 *= scale
     RdW2 = Rdelta2.T.dot(a1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
@@ -307,17 +304,17 @@ def hvp(params, x, y, v):
     v is a dict shaped like params. Costs about two gradient evaluations.
     """
     x = _inputs(params, x)
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, x)
+    z1, t1_0, a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    return _dict(_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, t1_0, a1, z2, t2_0, a2))
+    return _dict(_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, t1_0, a1, a2))
 
 
 def loss_grad_hvp(params, x, y, v):
     """The loss, its gradient and the Hessian times v (dicts shaped like params), sharing one forward pass."""
     x = _inputs(params, x)
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, x)
+    z1, t1_0, a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    both = _grad_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, t1_0, a1, z2, t2_0, a2)
+    both = _grad_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, t1_0, a1, a2)
     return _loss(y, a2), _dict(both[:4]), _dict(both[4:])
 
 
@@ -329,9 +326,9 @@ def gnvp(params, x, y, v):
     positive semi-definite for a convex loss; it is H without the terms in the loss's slope.
     """
     x = _inputs(params, x)
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, x)
+    z1, t1_0, a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    return _dict(_gnvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, t1_0, a1, t2_0))
+    return _dict(_gnvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, t1_0, a1, a2))
 
 
 def hessian(params, x, y):
@@ -346,7 +343,7 @@ def hessian(params, x, y):
         raise ValueError(f"hessian: {sum(sizes)} parameters make a {sum(sizes)} x {sum(sizes)} matrix, more than "
                          f"MAX_HESSIAN_PARAMS = {MAX_HESSIAN_PARAMS} per side; use hvp(params, x, y, v)")
     x = _inputs(params, x)
-    z1, t1_0, a1, z2, t2_0, a2 = _forward(params, x)
+    z1, t1_0, a1, a2 = _forward(params, x)
     y = _targets(y, a2)
     v = {p: np.zeros(shape, x.dtype) for p, shape in PARAM_SHAPES.items()}
     H = np.empty((sum(sizes), sum(sizes)), x.dtype)
@@ -355,7 +352,7 @@ def hessian(params, x, y):
         unit = v[p].reshape(-1)          # a view: setting unit[i] sets v[p]
         for i in range(unit.size):
             unit[i] = 1
-            H[:, column] = np.concatenate([h.ravel() for h in _hvp(params, v, y, 1 / y.shape[0], x, z1, t1_0, a1, z2, t2_0, a2)])
+            H[:, column] = np.concatenate([h.ravel() for h in _hvp(params, v, y, 1 / y.shape[0], x, z1, t1_0, a1, a2)])
             unit[i] = 0
             column += 1
     return H

@@ -71,7 +71,7 @@ def _forward(params, x):
     z2 += params["b2"]
     # sigmoid
     a2 = _sigmoid(z2)
-    return z1, a1, a2
+    return a1, a2
 
 
 def _loss(y, a2):
@@ -80,7 +80,7 @@ def _loss(y, a2):
     return float(0.5*np.vdot(r, r)) / y.shape[0]
 
 
-def _backward(params, y, scale, x, z1, a1, a2):
+def _backward(params, y, scale, x, a1, a2):
     """scale * dL/dp for every parameter p (scale = 1/n; sgd_step passes lr/n).
 
     Writes only into arrays it makes.
@@ -93,9 +93,9 @@ def _backward(params, y, scale, x, z1, a1, a2):
     delta2 *= scale
     dW2 = delta2.T.dot(a1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
-    # dL/dz1: delta2 back through W2, times relu' = (z1 > 0)
+    # dL/dz1: delta2 back through W2, times relu' = (a1 > 0)
     delta1 = delta2.dot(params["W2"])
-    delta1 *= (z1 > 0)
+    delta1 *= (a1 > 0)
     dW1 = delta1.T.dot(x)
     db1 = ones.dot(delta1) if n > 1 else delta1[0]
     return dW1, db1, dW2, db2
@@ -104,10 +104,9 @@ def _backward(params, y, scale, x, z1, a1, a2):
 def forward(params, x):
     """Return y_hat (batch, 3) and the values backward needs."""
     x = _inputs(params, x)
-    z1, a1, a2 = _forward(params, x)
+    a1, a2 = _forward(params, x)
     return a2, {
         "x": x,
-        "z1": z1,
         "a1": a1,
         "a2": a2,
     }
@@ -116,7 +115,7 @@ def forward(params, x):
 def backward(params, cache, y):
     """Return dL/dp for every parameter p; L is the batch mean of the mean squared error (mse)."""
     y = _targets(y, cache["a2"])
-    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["a1"], cache["a2"])
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"], cache["a2"])
     return {
         "W1": dW1,
         "b1": db1,
@@ -127,7 +126,7 @@ def backward(params, cache, y):
 
 def loss(params, x, y):
     """The batch mean of the per-example mean squared error."""
-    z1, a1, a2 = _forward(params, _inputs(params, x))
+    a1, a2 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a2), a2)
 
 
@@ -137,9 +136,9 @@ def loss_and_grad(params, x, y):
     NaN in x or y is never hidden: the loss and every gradient entry it reaches are NaN.
     """
     x = _inputs(params, x)
-    z1, a1, a2 = _forward(params, x)
+    a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], x, z1, a1, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], x, a1, a2)
     return _loss(y, a2), {
         "W1": dW1,
         "b1": db1,
@@ -155,9 +154,9 @@ def sgd_step(params, x, y, lr):
     lr folded into the output delta (backprop is linear in it) and no gradient arrays kept.
     """
     x = _inputs(params, x)
-    z1, a1, a2 = _forward(params, x)
+    a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    dW1, db1, dW2, db2 = _backward(params, y, lr / y.shape[0], x, z1, a1, a2)
+    dW1, db1, dW2, db2 = _backward(params, y, lr / y.shape[0], x, a1, a2)
     params["W1"] -= dW1
     params["b1"] -= db1
     params["W2"] -= dW2
@@ -192,7 +191,7 @@ def _directions(params, v):
     return out
 
 
-def _hvp(params, v, y, scale, x, z1, a1, a2):
+def _hvp(params, v, y, scale, x, a1, a2):
     """(H v)[p] for every parameter p, H the Hessian of the loss summed over the batch times scale
     (1/n: of the batch mean): the R-forward pass, then backward and R-backward side by side.
 
@@ -202,7 +201,7 @@ def _hvp(params, v, y, scale, x, z1, a1, a2):
     ones = np.ones(n, x.dtype) if n > 1 else None
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
-    Ra1 = Rz1*(z1 > 0)
+    Ra1 = Rz1*(a1 > 0)
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
@@ -217,13 +216,13 @@ def _hvp(params, v, y, scale, x, z1, a1, a2):
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     Rdelta1 = Rdelta2.dot(params["W2"])
     Rdelta1 += delta2.dot(v["W2"])
-    Rdelta1 *= (z1 > 0)
+    Rdelta1 *= (a1 > 0)
     RdW1 = Rdelta1.T.dot(x)
     Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
     return RdW1, Rdb1, RdW2, Rdb2
 
 
-def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
+def _grad_hvp(params, v, y, scale, x, a1, a2):
     """The gradient and H v, as _backward and _hvp give them, from one R-forward pass.
 
     Writes only into arrays it makes.
@@ -232,7 +231,7 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
     ones = np.ones(n, x.dtype) if n > 1 else None
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
-    Ra1 = Rz1*(z1 > 0)
+    Ra1 = Rz1*(a1 > 0)
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
@@ -247,12 +246,12 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
     RdW2 += delta2.T.dot(Ra1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
-    # dL/dz1: delta2 back through W2, times relu' = (z1 > 0)
+    # dL/dz1: delta2 back through W2, times relu' = (a1 > 0)
     delta1 = delta2.dot(params["W2"])
     Rdelta1 = Rdelta2.dot(params["W2"])
     Rdelta1 += delta2.dot(v["W2"])
-    Rdelta1 *= (z1 > 0)
-    delta1 *= (z1 > 0)
+    Rdelta1 *= (a1 > 0)
+    delta1 *= (a1 > 0)
     dW1 = delta1.T.dot(x)
     RdW1 = Rdelta1.T.dot(x)
     db1 = ones.dot(delta1) if n > 1 else delta1[0]
@@ -260,7 +259,7 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, a2):
     return dW1, db1, dW2, db2, RdW1, Rdb1, RdW2, Rdb2
 
 
-def _gnvp(params, v, y, scale, x, z1, a1, a2):
+def _gnvp(params, v, y, scale, x, a1, a2):
     """(G v)[p] for every parameter p, G = J^T H_out J the Gauss-Newton matrix (of the summed loss times
     scale): the R-forward pass (J v), H_out at the output, then backward with all else held fixed.
 
@@ -270,7 +269,7 @@ def _gnvp(params, v, y, scale, x, z1, a1, a2):
     ones = np.ones(n, x.dtype) if n > 1 else None
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
-    Ra1 = Rz1*(z1 > 0)
+    Ra1 = Rz1*(a1 > 0)
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
@@ -280,7 +279,7 @@ def _gnvp(params, v, y, scale, x, z1, a1, a2):
     RdW2 = Rdelta2.T.dot(a1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     Rdelta1 = Rdelta2.dot(params["W2"])
-    Rdelta1 *= (z1 > 0)
+    Rdelta1 *= (a1 > 0)
     RdW1 = Rdelta1.T.dot(x)
     Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
     return RdW1, Rdb1, RdW2, Rdb2
@@ -296,17 +295,17 @@ def hvp(params, x, y, v):
     v is a dict shaped like params. Costs about two gradient evaluations.
     """
     x = _inputs(params, x)
-    z1, a1, a2 = _forward(params, x)
+    a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    return _dict(_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, a2))
+    return _dict(_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, a1, a2))
 
 
 def loss_grad_hvp(params, x, y, v):
     """The loss, its gradient and the Hessian times v (dicts shaped like params), sharing one forward pass."""
     x = _inputs(params, x)
-    z1, a1, a2 = _forward(params, x)
+    a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    both = _grad_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, a2)
+    both = _grad_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, a1, a2)
     return _loss(y, a2), _dict(both[:4]), _dict(both[4:])
 
 
@@ -318,9 +317,9 @@ def gnvp(params, x, y, v):
     positive semi-definite for a convex loss; it is H without the terms in the loss's slope.
     """
     x = _inputs(params, x)
-    z1, a1, a2 = _forward(params, x)
+    a1, a2 = _forward(params, x)
     y = _targets(y, a2)
-    return _dict(_gnvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, a2))
+    return _dict(_gnvp(params, _directions(params, v), y, 1 / y.shape[0], x, a1, a2))
 
 
 def hessian(params, x, y):
@@ -335,7 +334,7 @@ def hessian(params, x, y):
         raise ValueError(f"hessian: {sum(sizes)} parameters make a {sum(sizes)} x {sum(sizes)} matrix, more than "
                          f"MAX_HESSIAN_PARAMS = {MAX_HESSIAN_PARAMS} per side; use hvp(params, x, y, v)")
     x = _inputs(params, x)
-    z1, a1, a2 = _forward(params, x)
+    a1, a2 = _forward(params, x)
     y = _targets(y, a2)
     v = {p: np.zeros(shape, x.dtype) for p, shape in PARAM_SHAPES.items()}
     H = np.empty((sum(sizes), sum(sizes)), x.dtype)
@@ -344,7 +343,7 @@ def hessian(params, x, y):
         unit = v[p].reshape(-1)          # a view: setting unit[i] sets v[p]
         for i in range(unit.size):
             unit[i] = 1
-            H[:, column] = np.concatenate([h.ravel() for h in _hvp(params, v, y, 1 / y.shape[0], x, z1, a1, a2)])
+            H[:, column] = np.concatenate([h.ravel() for h in _hvp(params, v, y, 1 / y.shape[0], x, a1, a2)])
             unit[i] = 0
             column += 1
     return H

@@ -76,7 +76,7 @@ def _forward(params, x):
     # softmax, through a stable log-softmax
     logp = _log_softmax(z3)
     a3 = np.exp(logp)
-    return z1, a1, z2, a2, logp, a3
+    return a1, a2, logp, a3
 
 
 def _loss(y, logp):
@@ -84,7 +84,7 @@ def _loss(y, logp):
     return float(-np.vdot(logp, y)) / y.shape[0]
 
 
-def _backward(params, y, scale, x, z1, a1, z2, a2, a3):
+def _backward(params, y, scale, x, a1, a2, a3):
     """scale * dL/dp for every parameter p (scale = 1/n; sgd_step passes lr/n).
 
     Writes only into arrays it makes.
@@ -97,14 +97,14 @@ def _backward(params, y, scale, x, z1, a1, z2, a2, a3):
     delta3 *= scale
     dW3 = delta3.T.dot(a2)
     db3 = ones.dot(delta3) if n > 1 else delta3[0]
-    # dL/dz2: delta3 back through W3, times relu' = (z2 > 0)
+    # dL/dz2: delta3 back through W3, times relu' = (a2 > 0)
     delta2 = delta3.dot(params["W3"])
-    delta2 *= (z2 > 0)
+    delta2 *= (a2 > 0)
     dW2 = delta2.T.dot(a1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
-    # dL/dz1: delta2 back through W2, times relu' = (z1 > 0)
+    # dL/dz1: delta2 back through W2, times relu' = (a1 > 0)
     delta1 = delta2.dot(params["W2"])
-    delta1 *= (z1 > 0)
+    delta1 *= (a1 > 0)
     dW1 = delta1.T.dot(x)
     db1 = ones.dot(delta1) if n > 1 else delta1[0]
     return dW1, db1, dW2, db2, dW3, db3
@@ -113,12 +113,10 @@ def _backward(params, y, scale, x, z1, a1, z2, a2, a3):
 def forward(params, x):
     """Return y_hat (batch, 2) and the values backward needs."""
     x = _inputs(params, x)
-    z1, a1, z2, a2, logp, a3 = _forward(params, x)
+    a1, a2, logp, a3 = _forward(params, x)
     return a3, {
         "x": x,
-        "z1": z1,
         "a1": a1,
-        "z2": z2,
         "a2": a2,
         "logp": logp,
         "a3": a3,
@@ -128,7 +126,7 @@ def forward(params, x):
 def backward(params, cache, y):
     """Return dL/dp for every parameter p; L is the batch mean of the categorical cross-entropy (cce)."""
     y = _targets(y, cache["a3"])
-    dW1, db1, dW2, db2, dW3, db3 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["a1"], cache["z2"], cache["a2"], cache["a3"])
+    dW1, db1, dW2, db2, dW3, db3 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"], cache["a2"], cache["a3"])
     return {
         "W1": dW1,
         "b1": db1,
@@ -141,7 +139,7 @@ def backward(params, cache, y):
 
 def loss(params, x, y):
     """The batch mean of the per-example categorical cross-entropy."""
-    z1, a1, z2, a2, logp, a3 = _forward(params, _inputs(params, x))
+    a1, a2, logp, a3 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a3), logp)
 
 
@@ -151,9 +149,9 @@ def loss_and_grad(params, x, y):
     NaN in x or y is never hidden: the loss and every gradient entry it reaches are NaN.
     """
     x = _inputs(params, x)
-    z1, a1, z2, a2, logp, a3 = _forward(params, x)
+    a1, a2, logp, a3 = _forward(params, x)
     y = _targets(y, a3)
-    dW1, db1, dW2, db2, dW3, db3 = _backward(params, y, 1 / y.shape[0], x, z1, a1, z2, a2, a3)
+    dW1, db1, dW2, db2, dW3, db3 = _backward(params, y, 1 / y.shape[0], x, a1, a2, a3)
     return _loss(y, logp), {
         "W1": dW1,
         "b1": db1,
@@ -171,9 +169,9 @@ def sgd_step(params, x, y, lr):
     lr folded into the output delta (backprop is linear in it) and no gradient arrays kept.
     """
     x = _inputs(params, x)
-    z1, a1, z2, a2, logp, a3 = _forward(params, x)
+    a1, a2, logp, a3 = _forward(params, x)
     y = _targets(y, a3)
-    dW1, db1, dW2, db2, dW3, db3 = _backward(params, y, lr / y.shape[0], x, z1, a1, z2, a2, a3)
+    dW1, db1, dW2, db2, dW3, db3 = _backward(params, y, lr / y.shape[0], x, a1, a2, a3)
     params["W1"] -= dW1
     params["b1"] -= db1
     params["W2"] -= dW2
@@ -210,7 +208,7 @@ def _directions(params, v):
     return out
 
 
-def _hvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
+def _hvp(params, v, y, scale, x, a1, a2, a3):
     """(H v)[p] for every parameter p, H the Hessian of the loss summed over the batch times scale
     (1/n: of the batch mean): the R-forward pass, then backward and R-backward side by side.
 
@@ -220,11 +218,11 @@ def _hvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
     ones = np.ones(n, x.dtype) if n > 1 else None
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
-    Ra1 = Rz1*(z1 > 0)
+    Ra1 = Rz1*(a1 > 0)
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
-    Ra2 = Rz2*(z2 > 0)
+    Ra2 = Rz2*(a2 > 0)
     Rz3 = Ra2.dot(params["W3"].T)
     Rz3 += a2.dot(v["W3"].T)
     Rz3 += v["b3"]
@@ -238,24 +236,24 @@ def _hvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
     RdW3 = Rdelta3.T.dot(a2)
     RdW3 += delta3.T.dot(Ra2)
     Rdb3 = ones.dot(Rdelta3) if n > 1 else Rdelta3[0]
-    # dL/dz2: delta3 back through W3, times relu' = (z2 > 0)
+    # dL/dz2: delta3 back through W3, times relu' = (a2 > 0)
     delta2 = delta3.dot(params["W3"])
     Rdelta2 = Rdelta3.dot(params["W3"])
     Rdelta2 += delta3.dot(v["W3"])
-    Rdelta2 *= (z2 > 0)
-    delta2 *= (z2 > 0)
+    Rdelta2 *= (a2 > 0)
+    delta2 *= (a2 > 0)
     RdW2 = Rdelta2.T.dot(a1)
     RdW2 += delta2.T.dot(Ra1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     Rdelta1 = Rdelta2.dot(params["W2"])
     Rdelta1 += delta2.dot(v["W2"])
-    Rdelta1 *= (z1 > 0)
+    Rdelta1 *= (a1 > 0)
     RdW1 = Rdelta1.T.dot(x)
     Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
     return RdW1, Rdb1, RdW2, Rdb2, RdW3, Rdb3
 
 
-def _grad_hvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
+def _grad_hvp(params, v, y, scale, x, a1, a2, a3):
     """The gradient and H v, as _backward and _hvp give them, from one R-forward pass.
 
     Writes only into arrays it makes.
@@ -264,11 +262,11 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
     ones = np.ones(n, x.dtype) if n > 1 else None
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
-    Ra1 = Rz1*(z1 > 0)
+    Ra1 = Rz1*(a1 > 0)
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
-    Ra2 = Rz2*(z2 > 0)
+    Ra2 = Rz2*(a2 > 0)
     Rz3 = Ra2.dot(params["W3"].T)
     Rz3 += a2.dot(v["W3"].T)
     Rz3 += v["b3"]
@@ -284,23 +282,23 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
     RdW3 += delta3.T.dot(Ra2)
     db3 = ones.dot(delta3) if n > 1 else delta3[0]
     Rdb3 = ones.dot(Rdelta3) if n > 1 else Rdelta3[0]
-    # dL/dz2: delta3 back through W3, times relu' = (z2 > 0)
+    # dL/dz2: delta3 back through W3, times relu' = (a2 > 0)
     delta2 = delta3.dot(params["W3"])
     Rdelta2 = Rdelta3.dot(params["W3"])
     Rdelta2 += delta3.dot(v["W3"])
-    Rdelta2 *= (z2 > 0)
-    delta2 *= (z2 > 0)
+    Rdelta2 *= (a2 > 0)
+    delta2 *= (a2 > 0)
     dW2 = delta2.T.dot(a1)
     RdW2 = Rdelta2.T.dot(a1)
     RdW2 += delta2.T.dot(Ra1)
     db2 = ones.dot(delta2) if n > 1 else delta2[0]
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
-    # dL/dz1: delta2 back through W2, times relu' = (z1 > 0)
+    # dL/dz1: delta2 back through W2, times relu' = (a1 > 0)
     delta1 = delta2.dot(params["W2"])
     Rdelta1 = Rdelta2.dot(params["W2"])
     Rdelta1 += delta2.dot(v["W2"])
-    Rdelta1 *= (z1 > 0)
-    delta1 *= (z1 > 0)
+    Rdelta1 *= (a1 > 0)
+    delta1 *= (a1 > 0)
     dW1 = delta1.T.dot(x)
     RdW1 = Rdelta1.T.dot(x)
     db1 = ones.dot(delta1) if n > 1 else delta1[0]
@@ -308,7 +306,7 @@ def _grad_hvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
     return dW1, db1, dW2, db2, dW3, db3, RdW1, Rdb1, RdW2, Rdb2, RdW3, Rdb3
 
 
-def _gnvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
+def _gnvp(params, v, y, scale, x, a1, a2, a3):
     """(G v)[p] for every parameter p, G = J^T H_out J the Gauss-Newton matrix (of the summed loss times
     scale): the R-forward pass (J v), H_out at the output, then backward with all else held fixed.
 
@@ -318,11 +316,11 @@ def _gnvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
     ones = np.ones(n, x.dtype) if n > 1 else None
     Rz1 = x.dot(v["W1"].T)
     Rz1 += v["b1"]
-    Ra1 = Rz1*(z1 > 0)
+    Ra1 = Rz1*(a1 > 0)
     Rz2 = Ra1.dot(params["W2"].T)
     Rz2 += a1.dot(v["W2"].T)
     Rz2 += v["b2"]
-    Ra2 = Rz2*(z2 > 0)
+    Ra2 = Rz2*(a2 > 0)
     Rz3 = Ra2.dot(params["W3"].T)
     Rz3 += a2.dot(v["W3"].T)
     Rz3 += v["b3"]
@@ -334,11 +332,11 @@ def _gnvp(params, v, y, scale, x, z1, a1, z2, a2, a3):
     RdW3 = Rdelta3.T.dot(a2)
     Rdb3 = ones.dot(Rdelta3) if n > 1 else Rdelta3[0]
     Rdelta2 = Rdelta3.dot(params["W3"])
-    Rdelta2 *= (z2 > 0)
+    Rdelta2 *= (a2 > 0)
     RdW2 = Rdelta2.T.dot(a1)
     Rdb2 = ones.dot(Rdelta2) if n > 1 else Rdelta2[0]
     Rdelta1 = Rdelta2.dot(params["W2"])
-    Rdelta1 *= (z1 > 0)
+    Rdelta1 *= (a1 > 0)
     RdW1 = Rdelta1.T.dot(x)
     Rdb1 = ones.dot(Rdelta1) if n > 1 else Rdelta1[0]
     return RdW1, Rdb1, RdW2, Rdb2, RdW3, Rdb3
@@ -354,17 +352,17 @@ def hvp(params, x, y, v):
     v is a dict shaped like params. Costs about two gradient evaluations.
     """
     x = _inputs(params, x)
-    z1, a1, z2, a2, logp, a3 = _forward(params, x)
+    a1, a2, logp, a3 = _forward(params, x)
     y = _targets(y, a3)
-    return _dict(_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, z2, a2, a3))
+    return _dict(_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, a1, a2, a3))
 
 
 def loss_grad_hvp(params, x, y, v):
     """The loss, its gradient and the Hessian times v (dicts shaped like params), sharing one forward pass."""
     x = _inputs(params, x)
-    z1, a1, z2, a2, logp, a3 = _forward(params, x)
+    a1, a2, logp, a3 = _forward(params, x)
     y = _targets(y, a3)
-    both = _grad_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, z2, a2, a3)
+    both = _grad_hvp(params, _directions(params, v), y, 1 / y.shape[0], x, a1, a2, a3)
     return _loss(y, logp), _dict(both[:6]), _dict(both[6:])
 
 
@@ -376,9 +374,9 @@ def gnvp(params, x, y, v):
     positive semi-definite for a convex loss; it is H without the terms in the loss's slope.
     """
     x = _inputs(params, x)
-    z1, a1, z2, a2, logp, a3 = _forward(params, x)
+    a1, a2, logp, a3 = _forward(params, x)
     y = _targets(y, a3)
-    return _dict(_gnvp(params, _directions(params, v), y, 1 / y.shape[0], x, z1, a1, z2, a2, a3))
+    return _dict(_gnvp(params, _directions(params, v), y, 1 / y.shape[0], x, a1, a2, a3))
 
 
 def hessian(params, x, y):
@@ -393,7 +391,7 @@ def hessian(params, x, y):
         raise ValueError(f"hessian: {sum(sizes)} parameters make a {sum(sizes)} x {sum(sizes)} matrix, more than "
                          f"MAX_HESSIAN_PARAMS = {MAX_HESSIAN_PARAMS} per side; use hvp(params, x, y, v)")
     x = _inputs(params, x)
-    z1, a1, z2, a2, logp, a3 = _forward(params, x)
+    a1, a2, logp, a3 = _forward(params, x)
     y = _targets(y, a3)
     v = {p: np.zeros(shape, x.dtype) for p, shape in PARAM_SHAPES.items()}
     H = np.empty((sum(sizes), sum(sizes)), x.dtype)
@@ -402,7 +400,7 @@ def hessian(params, x, y):
         unit = v[p].reshape(-1)          # a view: setting unit[i] sets v[p]
         for i in range(unit.size):
             unit[i] = 1
-            H[:, column] = np.concatenate([h.ravel() for h in _hvp(params, v, y, 1 / y.shape[0], x, z1, a1, z2, a2, a3)])
+            H[:, column] = np.concatenate([h.ravel() for h in _hvp(params, v, y, 1 / y.shape[0], x, a1, a2, a3)])
             unit[i] = 0
             column += 1
     return H

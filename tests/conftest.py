@@ -1,6 +1,8 @@
 """Shared fixtures: a seeded rng, float64 by default, and generated modules built on the fly."""
+import contextlib
 import itertools
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,32 @@ def matplotlib_config(request, tmp_path_factory):
         subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], capture_output=True,
                        env=os.environ.copy(), timeout=300)
         yield path
+
+
+# The SpecWarnings a test may expect, as regular expressions for the message (which starts with the spec's
+# name and the place; no colons: pytest's filterwarnings marks split on them). Any other SpecWarning fails
+# the test: pyproject.toml has filterwarnings = error::derive.errors.SpecWarning.
+SPEC_WARNINGS = {
+    "slow_softmax": r".* loss\W+\w+ on a softmax output learns slowly",          # mse, mae ... on a softmax
+    "softmax_bce": r".* loss\W+\w+ on a softmax output treats classes that sum to 1 as independent",
+    "untrainable": r".*activation\W+\w+ has zero derivative, so layers? [\d.]+ get zero gradients",  # step, sign
+}
+
+
+def expects_spec_warning(kind: str, action: str = "ignore"):
+    """A filterwarnings mark for a test whose network is odd on purpose: the SpecWarning of that kind passes
+    (ignored, or with action "always" shown, for a test that reads it), every other one still fails."""
+    return pytest.mark.filterwarnings(f"{action}:{SPEC_WARNINGS[kind]}:derive.errors.SpecWarning")
+
+
+@contextlib.contextmanager
+def spec_warnings_expected(*kinds: str):
+    """The same as a block, for networks made outside a test (a module's constants, a Hypothesis strategy)."""
+    from derive.errors import SpecWarning
+    with warnings.catch_warnings():
+        for kind in kinds:
+            warnings.filterwarnings("ignore", SPEC_WARNINGS[kind], SpecWarning)
+        yield
 
 
 def count_calls(fn, *args, expect=(), **kwargs):

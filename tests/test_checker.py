@@ -33,7 +33,7 @@ def test_dW1_off_by_a_tenth_of_a_percent_fails(tmp_path):
 
 @pytest.mark.parametrize("pattern, replacement", [
     (r"(\n    delta2 = .*)a2\*\(1 - a2\)", r"\1a2*(1 - a2*a2)"),      # a wrong sigmoid derivative
-    (r"(\n    delta1 \*= .*)\(z1 > 0\)", r"\1(z1 >= -0.5)"),           # a wrong relu mask
+    (r"(\n    delta1 \*= .*)\(a1 > 0\)", r"\1(a1 >= 0)"),              # a wrong relu mask: 1 everywhere
     (r"db2 = ones.dot\(delta2\)", "db2 = delta2.mean(axis=0)"),
 ])
 def test_wrong_derivatives_fail(tmp_path, pattern, replacement):

@@ -19,7 +19,7 @@ import pytest
 import sympy as sp
 import sympy.parsing.sympy_parser
 
-from conftest import count_calls
+from conftest import count_calls, expects_spec_warning
 
 from codegen import cli
 from derive import elementwise
@@ -199,6 +199,7 @@ def test_output_path_problems_are_user_errors(tmp_path):
 
 
 @needs_fork
+@expects_spec_warning("slow_softmax", action="always")     # shown: the forked command prints it
 def test_unusual_pairing_is_a_one_line_warning_and_does_not_stop_generation(tmp_path):
     spec = tmp_path / "odd.toml"
     spec.write_text('name = "odd"\ninputs = 2\nloss = "mse"\n[[layers]]\nunits = 3\nactivation = "softmax"\n')

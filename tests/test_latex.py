@@ -150,7 +150,7 @@ def test_fused_deltas_are_typeset_with_their_condition(example_docs):
     # sigmoid' as SymPy derived it, then rewritten in its output
     assert r"\sigma'\left(z\right) &= \frac{e^{- z}}{\left(1 + e^{- z}\right)^{2}}" in seed
     assert r"&= a \left(1 - a\right) &&a = \sigma\left(z\right)" in seed
-    assert r"&= g^{(1)} \left[z^{(1)} > 0\right]" in seed
+    assert r"&= g^{(1)} \left[a^{(1)} > 0\right]" in seed         # relu' in its output: [a > 0]
 
 
 def test_documents_are_deterministic():
@@ -251,7 +251,7 @@ def test_curvature_section_relu_softmax_has_no_second_order_term(example_docs):
             r"\mathbf{1}_{2} \mathbf{1}_{2}^{\top}") in forward
     assert r"\mathcal{R}\{a^{(3)}\} &= \mathcal{R}\{\log a^{(3)}\} a^{(3)}" in forward
     backward = _rows_of(tex, r"\subsection*{Backward along", r"\subsection*{Gauss-Newton")
-    assert r"\mathcal{R}\{\delta^{(1)}\} &= \mathcal{R}\{g^{(1)}\} \left[z^{(1)} > 0\right]" in backward
+    assert r"\mathcal{R}\{\delta^{(1)}\} &= \mathcal{R}\{g^{(1)}\} \left[a^{(1)} > 0\right]" in backward
     assert "second-order term}" not in backward and "No hidden layer here has one" in backward
     gn = _rows_of(tex, r"\subsection*{Gauss-Newton", r"\end{document}")
     assert "splits the network at the pre-activations $z^{(3)}$" in gn     # softmax + cce: a matching loss
@@ -395,10 +395,10 @@ def test_the_partials_check_catches_a_planted_error():
 
 def test_api_pieces_are_sympy_in_the_code_names():
     p = pieces(Network("seed", 4, [Dense(2, "relu"), Dense(3, "sigmoid")], loss="mse"))
-    a2, y, z1, g1 = symbol("a2"), symbol("y"), symbol("z1"), symbol("g1")
+    a1, a2, y, g1 = symbol("a1"), symbol("a2"), symbol("y"), symbol("g1")
     assert p.activation(2).fprime_a == a2 * (1 - a2)
     assert sp.simplify(p.output_delta - (a2 - y) * a2 * (1 - a2)) == 0
-    assert p.delta(1) == g1 * sp.Heaviside(z1, 0)
+    assert p.delta(1) == g1 * sp.Heaviside(a1, 0)      # relu' in a: the mask [a1 > 0]
     assert p.dW(2).shape == (3, 2) and p.db(1).shape == (2, 1)
     assert p.output_delta.subs({a2: sp.Rational(1, 2), y: 1}) == -sp.Rational(1, 8)
     assert latex(p.output_delta) == r"a^{(2)} \left(1 - a^{(2)}\right) \left(a^{(2)} - y\right)"
@@ -423,7 +423,7 @@ def test_long_formulas_break_between_terms_and_keep_their_factors():
 def test_api_activation_identities():
     assert activation("sigmoid").fprime_a == sp.Symbol("a", real=True) * (1 - sp.Symbol("a", real=True))
     assert activation("tanh").fprime_a == 1 - sp.Symbol("a", real=True) ** 2
-    assert activation("relu").fprime_a is None
+    assert activation("relu").fprime_a == sp.Heaviside(sp.Symbol("a", real=True), 0)    # the mask [a > 0]
     with pytest.raises(NnderiveError):
         activation("softmax")
     assert softmax_steps().jvp.has(sp.Sum)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, count_calls, run_cli, spec_warnings_expected
 from derive.activations import ACTIVATIONS
 from derive.errors import SpecError
 from derive.spec import Dense, Network
@@ -32,7 +32,8 @@ def networks(draw):
             layers.append(Dense(units, act, **params))
     out, loss = draw(st.sampled_from(OUTPUTS))
     layers.append(Dense(draw(st.integers(2, 4)) if out == "softmax" else draw(st.integers(1, 4)), out))
-    return Network("random_net", draw(st.integers(1, 5)), layers, loss=loss)
+    with spec_warnings_expected("slow_softmax", "untrainable"):     # mse on a softmax, step, sign: drawn on purpose
+        return Network("random_net", draw(st.integers(1, 5)), layers, loss=loss)
 
 
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -95,14 +96,14 @@ def test_deep_networks_verify_without_recursion(net, build_module):
 
 
 def test_the_issue12_network_verifies_fast(build_module):
-    import time
     net = Network("n5_16_8_6_3", 5, [Dense(16, "mish", formula="x*tanh(log(1 + exp(x)))"), Dense(8, "elu"),
                                      Dense(6, "sq", formula="x*sin(x)"), Dense(3, "softmax")], loss="cce")
     module = build_module(net)
-    start = time.monotonic()
-    report = check_module(net, module)
+    report, calls = count_calls(check_module, net, module)
     assert report.ok, report.table()
-    assert time.monotonic() - start < 30     # measured 1-3 s on a 2-core machine; the target is 10 s
+    # Work in function calls, not seconds (the same on any machine): 1.9 million when written, 1-3 s on a
+    # 2-core machine (the target is 10 s); twice that work fails.
+    assert report.cases <= 24 and calls < 4_000_000, (report.cases, calls)
 
 
 # --- load_module: bad modules are one-line errors ---------------------------------------------------
