@@ -14,8 +14,18 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _load(paths):
+    """Every spec named, or one SpecError with the problems of all of them (each spec's own, in full)."""
+    from derive.errors import SpecError
     from derive.spec import load_spec
-    return [load_spec(p) for p in paths]
+    nets, errors = [], []
+    for path in paths:
+        try:
+            nets.append(load_spec(path))
+        except SpecError as e:
+            errors.append(e)
+    if errors:
+        raise SpecError.of(errors)
+    return nets
 
 
 def cmd_generate(args) -> int:
@@ -216,7 +226,8 @@ def _command(argv) -> str | None:
 
 
 def main(argv=None) -> int:
-    """Run one command. A user error prints one line and returns 2; a bug keeps its traceback (exit 1)."""
+    """Run one command. A user error prints one line (a line per problem) and returns 2; a bug keeps
+    its traceback (exit 1)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser(_command(argv)).parse_args(argv)
     from derive.errors import NnderiveError, SpecWarning
@@ -233,7 +244,8 @@ def main(argv=None) -> int:
             warnings.showwarning = one_line_warning
             return args.run(args)
     except NnderiveError as e:
-        print(f"nnderive: error: {e}", file=sys.stderr)
+        for problem in getattr(e, "errors", (e,)):     # a spec's independent problems: a line each
+            print(f"nnderive: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nnderive: interrupted", file=sys.stderr)
