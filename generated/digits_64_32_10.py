@@ -75,7 +75,7 @@ def _forward(params, x):
 
 
 def _loss(y, logp):
-    """The batch mean of the per-example sparse categorical cross-entropy, as a Python float."""
+    """L of loss(), as a Python float."""
     return float(-np.vdot(logp, y)) / y.shape[0]
 
 
@@ -113,7 +113,7 @@ def forward(params, x):
 
 
 def backward(params, cache, y):
-    """Return dL/dp for every parameter p; L is the batch mean of the sparse categorical cross-entropy (sparse_cce)."""
+    """Return dL/dp for every parameter p; L is what loss(params, x, y) returns (sparse_cce)."""
     y = _targets(y, cache["a2"])
     dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"], cache["a2"])
     return {
@@ -125,7 +125,14 @@ def backward(params, cache, y):
 
 
 def loss(params, x, y):
-    """The batch mean of the per-example sparse categorical cross-entropy."""
+    """The batch's loss L (sparse_cce), as a Python float.
+
+    L = (1/N) sum_n sum_k l(yhat[n, k], y[n, k]), summed over the K = 10 outputs and averaged
+    over the N examples, where l is the sparse categorical cross-entropy
+        l(yhat, y) = -y*log(yhat)
+    and y[n] is an integer label, one-hot inside (y[n, k] = 1 for k = y[n], else 0).
+    torch.nn.CrossEntropyLoss of the last layer's z, with the integer labels, equals it.
+    """
     a1, logp, a2 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a2), logp)
 

@@ -75,7 +75,7 @@ def _forward(params, x):
 
 
 def _loss(y, z2):
-    """The batch mean of the per-example custom loss focal, as a Python float."""
+    """L of loss(), as a Python float."""
     return float((-y*(1 - _sigmoid(z2))**2*(z2 - np.logaddexp(0, z2)) + (1 - y)*_sigmoid(z2)**2*np.logaddexp(0, z2)).sum()) / y.shape[0]
 
 
@@ -113,7 +113,7 @@ def forward(params, x):
 
 
 def backward(params, cache, y):
-    """Return dL/dp for every parameter p; L is the batch mean of the custom loss focal (focal)."""
+    """Return dL/dp for every parameter p; L is what loss(params, x, y) returns (focal)."""
     y = _targets(y, cache["a2"])
     dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"], cache["z2"], cache["a2"])
     return {
@@ -125,7 +125,12 @@ def backward(params, cache, y):
 
 
 def loss(params, x, y):
-    """The batch mean of the per-example custom loss focal."""
+    """The batch's loss L (focal), as a Python float.
+
+    L = (1/N) sum_n sum_k l(yhat[n, k], y[n, k]), summed over the K = 3 outputs and averaged
+    over the N examples, where l is the custom loss focal
+        l(yhat, y) = -y*(1 - yhat)**2*log(yhat) - yhat**2*(1 - y)*log(1 - yhat)
+    """
     a1, z2, a2 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a2), z2)
 

@@ -69,7 +69,7 @@ def _forward(params, x):
 
 
 def _loss(y, z1):
-    """The batch mean of the per-example binary cross-entropy, as a Python float."""
+    """L of loss(), as a Python float."""
     return float((-y*z1 + np.logaddexp(0, z1)).sum()) / y.shape[0]
 
 
@@ -101,7 +101,7 @@ def forward(params, x):
 
 
 def backward(params, cache, y):
-    """Return dL/dp for every parameter p; L is the batch mean of the binary cross-entropy (bce)."""
+    """Return dL/dp for every parameter p; L is what loss(params, x, y) returns (bce)."""
     y = _targets(y, cache["a1"])
     dW1, db1 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"])
     return {
@@ -111,7 +111,13 @@ def backward(params, cache, y):
 
 
 def loss(params, x, y):
-    """The batch mean of the per-example binary cross-entropy."""
+    """The batch's loss L (bce), as a Python float.
+
+    L = (1/N) sum_n sum_k l(yhat[n, k], y[n, k]), summed over the K = 1 output and averaged
+    over the N examples, where l is the binary cross-entropy
+        l(yhat, y) = -y*log(yhat) - (1 - y)*log(1 - yhat)
+    torch.nn.BCELoss, the mean over all N*K entries, is 1/K of it.
+    """
     z1, a1 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a1), z1)
 

@@ -75,7 +75,7 @@ def _forward(params, x):
 
 
 def _loss(y, a2):
-    """The batch mean of the per-example mean squared error, as a Python float."""
+    """L of loss(), as a Python float."""
     r = a2 - y
     return float(0.5*np.vdot(r, r)) / y.shape[0]
 
@@ -114,7 +114,7 @@ def forward(params, x):
 
 
 def backward(params, cache, y):
-    """Return dL/dp for every parameter p; L is the batch mean of the mean squared error (mse)."""
+    """Return dL/dp for every parameter p; L is what loss(params, x, y) returns (mse)."""
     y = _targets(y, cache["a2"])
     dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["a1"], cache["a2"])
     return {
@@ -126,7 +126,13 @@ def backward(params, cache, y):
 
 
 def loss(params, x, y):
-    """The batch mean of the per-example mean squared error."""
+    """The batch's loss L (mse), as a Python float.
+
+    L = (1/N) sum_n sum_k l(yhat[n, k], y[n, k]), summed over the K = 3 outputs and averaged
+    over the N examples, where l is the half squared error
+        l(yhat, y) = (-y + yhat)**2/2
+    torch.nn.MSELoss, the mean of (yhat - y)**2 over all N*K entries, is 2/K of it.
+    """
     z1, a1, a2 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a2), a2)
 

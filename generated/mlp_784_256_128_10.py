@@ -80,7 +80,7 @@ def _forward(params, x):
 
 
 def _loss(y, logp):
-    """The batch mean of the per-example categorical cross-entropy, as a Python float."""
+    """L of loss(), as a Python float."""
     return float(-np.vdot(logp, y)) / y.shape[0]
 
 
@@ -126,7 +126,7 @@ def forward(params, x):
 
 
 def backward(params, cache, y):
-    """Return dL/dp for every parameter p; L is the batch mean of the categorical cross-entropy (cce)."""
+    """Return dL/dp for every parameter p; L is what loss(params, x, y) returns (cce)."""
     y = _targets(y, cache["a3"])
     dW1, db1, dW2, db2, dW3, db3 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["z1"], cache["a1"], cache["z2"], cache["a2"], cache["a3"])
     return {
@@ -140,7 +140,13 @@ def backward(params, cache, y):
 
 
 def loss(params, x, y):
-    """The batch mean of the per-example categorical cross-entropy."""
+    """The batch's loss L (cce), as a Python float.
+
+    L = (1/N) sum_n sum_k l(yhat[n, k], y[n, k]), summed over the K = 10 outputs and averaged
+    over the N examples, where l is the categorical cross-entropy
+        l(yhat, y) = -y*log(yhat)
+    torch.nn.CrossEntropyLoss of the last layer's z, with y as probability targets, equals it.
+    """
     z1, a1, z2, a2, logp, a3 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a3), logp)
 
