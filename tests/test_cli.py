@@ -97,6 +97,7 @@ def test_generate_and_verify(tmp_path):
     assert r.returncode == 0 and "W1" in r.stdout
     r = run_cli("verify", spec)
     assert r.returncode == 0
+    assert r.stderr == "" and "\r" not in r.stdout       # not a terminal: no progress drawn
 
 
 def test_generate_refuses_to_overwrite_a_foreign_file(tmp_path):
