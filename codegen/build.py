@@ -43,11 +43,17 @@ def example_specs(examples: Path) -> list[Path]:
     return sorted(Path(examples).glob("*.toml"))
 
 
-def project_outputs(examples: Path) -> dict[str, str]:
-    """Everything generated/ should hold for the specs in `examples`."""
+def project_outputs(examples: Path, progress=None) -> dict[str, str]:
+    """Everything generated/ should hold for the specs in `examples`.
+
+    progress: called as progress(text, done, total) before each spec is derived.
+    """
     outputs = shared_outputs()
     names = {}
-    for path in example_specs(examples):
+    paths = example_specs(examples)
+    for i, path in enumerate(paths):
+        if progress is not None:
+            progress(f"deriving {path.name}", i, len(paths))
         net = load_spec(path)
         if net.name in names:
             raise SpecError(str(path), "name", f"'{net.name}' is also the name of {names[net.name]}",
@@ -57,8 +63,10 @@ def project_outputs(examples: Path) -> dict[str, str]:
     return outputs
 
 
-def collect_outputs(nets, render) -> dict[str, str]:
+def collect_outputs(nets, render, progress=None) -> dict[str, str]:
     """{file name: text} of render(net) for every net, refusing two specs that would write one file.
+
+    progress: called as progress(text, done, total) before each net is rendered (derived).
 
     Raises:
         OutputError: before anything is rendered or written, naming both specs.
@@ -72,7 +80,9 @@ def collect_outputs(nets, render) -> dict[str, str]:
                                   f"{owners[name].source} does too", "give every spec its own name")
             owners[name] = net
     outputs = {}
-    for net in nets:
+    for i, net in enumerate(nets):
+        if progress is not None:
+            progress(f"deriving {net.name}", i, len(nets))
         outputs.update(render(net))
     return outputs
 
@@ -85,9 +95,10 @@ def _names_of(net: Network, render) -> list[str]:
     return [f"{net.name}.py", f"{net.name}.tex", f"{net.name}.md"]
 
 
-def stale_files(examples: Path, generated: Path) -> list[str]:
-    """Files in `generated` that differ from, are missing from, or are not produced by `examples`."""
-    expected = project_outputs(examples)
+def stale_files(examples: Path, generated: Path, progress=None) -> list[str]:
+    """Files in `generated` that differ from, are missing from, or are not produced by `examples`
+    (progress: see project_outputs)."""
+    expected = project_outputs(examples, progress)
     generated = Path(generated)
     stale = []
     for name, text in sorted(expected.items()):

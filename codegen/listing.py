@@ -65,11 +65,14 @@ def activation_lines() -> list[str]:
 
 def loss_lines() -> list[str]:
     from derive.losses import LOSSES
-    out = ["Losses per output in prediction yhat, target y (sum over outputs, batch mean)"]
+    out = ["Losses l(yhat, y) of one output, prediction yhat, target y; the loss of a batch of N examples "
+           "with K outputs is L = (1/N) sum_n sum_k l(yhat[n, k], y[n, k])"]
     for name, loss in LOSSES.items():
         lines = [plain(loss.element), loss.title, TARGETS.get(loss.target, "y: " + loss.target)]
         if loss.needs:
             lines.append(f"the output layer must give a {loss.needs}")
+        if loss.note:
+            lines.append(loss.note)
         out += _entry(name, lines)
     return out
 

@@ -10,6 +10,7 @@ from derive.program import Assign, Program, program
 from derive.statements import array, live
 from derive.spec import Network, content_hash
 
+from .listing import plain
 from .output import HEADER
 from .printer import NumPyPrinter
 from .printer_xp import ArrayAPIPrinter
@@ -157,6 +158,7 @@ def module_context(prog: Program, source: str, flavour: str = "numpy") -> dict:
         loss_args=[v for v in saved if v in loss_needs],
         output=output, loss_steps=[pr.line(s) for s in loss_steps], loss_total=pr.np.doprint(total.expr),
         loss_name=net.loss, target=prog.derivation.loss.target, loss_title=prog.derivation.loss.title,
+        loss_element=plain(prog.derivation.loss.element), loss_note=prog.derivation.loss.note,
         helpers=[pr.np.helper_source[h] for h in sorted(pr.np.helpers)],
         uses_math=any("math." in pr.np.helper_source[h] for h in pr.np.helpers),
         grads=grads, grad_names=", ".join(g for _, g in grads), sgd_backward=sgd_lines, sgd_updates=sgd_updates,

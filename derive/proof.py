@@ -156,14 +156,27 @@ def _exact(values) -> np.ndarray:
                         otypes=[object])(np.asarray(values, dtype=float))
 
 
-def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
+class _Steps:
+    """A proof's steps, counted for a progress callback progress(text, done, total); silent without one."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self, text: str) -> None:
+        """The next step, `text`, begins."""
+        if self.progress is not None:
+            self.progress(text, self.done, self.total)
+        self.done += 1
+
+
+def prove(net, points: int = 2, seed: int = 0, progress=None) -> list[tuple[str, float]]:
     """The printed Program equals sp.diff of the expanded loss, weight by weight, and the loss value too.
 
     The loss is expanded into scalars (one Symbol per weight) on a batch of 2 and differentiated by
     every weight with plain sp.diff; the Program runs on the same rationals at `points` random
     rational weight vectors to DIGITS digits. cce targets are drawn as rows that do not sum to 1
     (the derivation must not assume that they do). Returns (name, largest |difference|) pairs, with
-    "loss" for the loss value.
+    "loss" for the loss value. progress: called as progress(text, done, total) before each step.
     """
     from .expansion import _targets, evaluate, expanded_loss, param_symbols, sample_batch
     from .elementwise import at_kinks
@@ -174,11 +187,19 @@ def prove(net, points: int = 2, seed: int = 0) -> list[tuple[str, float]]:
     x, y = sample_batch(net, rng, 2)
     if prog.derivation.loss.target == "onehot":
         y = y * rng.uniform(0.5, 1.5, size=(len(y), 1)) + rng.uniform(0, 0.3, size=y.shape)
+    step = _Steps(progress, 1 + sum(len(M) for M in P.values()) + points)
+    step("the loss expanded into scalars")
     L = expanded_loss(net, P, x, y)
-    exact = {name: [at_kinks(sp.diff(L, s), s) for s in M] for name, M in P.items()}
+    exact = {}
+    for name, M in P.items():
+        exact[name] = []
+        for i, s in enumerate(M):
+            step(f"sp.diff by {name} entry {i + 1}/{len(M)}")
+            exact[name].append(at_kinks(sp.diff(L, s), s))
     worst = {name: 0.0 for name in P} | {"loss": 0.0}
     with mpmath.workdps(DIGITS):
-        for _ in range(points):
+        for point in range(points):
+            step(f"the Program against sp.diff at point {point + 1}/{points}")
             values = {s: mpmath.mpf(int(rng.integers(-900, 900))) / 1000 for M in P.values() for s in M}
             env = {"x": _exact(x), "y": _exact(_targets(net, y)), SCALE.name: mpmath.mpf(1) / len(x),
                    RATE.name: mpmath.mpf(1)}
@@ -214,7 +235,7 @@ def _split_loss(net, split: str, s: list, y: list) -> sp.Expr:
     return output_loss(net, _activate(net, net.depth, s) if split == "z" else s, y)
 
 
-def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, float]]:
+def prove_curvature(net, points: int = 1, seed: int = 0, progress=None) -> list[tuple[str, float]]:
     """The printed curvature passes equal plain sp.diff of the scalar expansion, exactly.
 
     H v: the loss expanded into scalars (one Symbol per weight) on a batch of 2, differentiated by
@@ -223,7 +244,8 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
     G v: J^T H_out J v with J = d(split variable)/d(weights) and H_out the Hessian of the loss in
     the split variable (curvature.gauss_newton_split), both by sp.diff. The Program's R-forward,
     R-backward and Gauss-Newton statements run on the same rationals to DIGITS digits.
-    Returns ("hvp W1", largest |difference|) ... and ("gnvp W1", ...) pairs.
+    Returns ("hvp W1", largest |difference|) ... and ("gnvp W1", ...) pairs. progress: called as
+    progress(text, done, total) before each step.
     """
     from .curvature import gauss_newton_split
     from .elementwise import at_kinks
@@ -238,13 +260,19 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
     x, y = sample_batch(net, rng, 2)
     if prog.derivation.loss.target == "onehot":
         y = y * rng.uniform(0.5, 1.5, size=(len(y), 1)) + rng.uniform(0, 0.3, size=y.shape)
+    step = _Steps(progress, 1 + len(flat) + len(x) + points * (len(flat) + 1))
+    step("the loss expanded into scalars")
     L = expanded_loss(net, P, x, y)
-    grad = [at_kinks(sp.diff(L, s), s) for s in flat]
+    grad = []
+    for i, s in enumerate(flat):
+        step(f"sp.diff by weight {i + 1}/{len(flat)}")
+        grad.append(at_kinks(sp.diff(L, s), s))
     split = gauss_newton_split(prog.derivation, prog.forward, prog.backward)
     rational = np.vectorize(lambda v: sp.Rational(float(v)), otypes=[object])
     T = _targets(net, y)
     examples = []
-    for row, target in zip(rational(x), rational(T)):
+    for n, (row, target) in enumerate(zip(rational(x), rational(T))):
+        step(f"H_out and J of example {n + 1}/{len(x)}")
         z, a = example_output(net, P, list(row))
         out = z if split == "z" else a
         s = sp.symbols(f"s0:{len(out)}", real=True)
@@ -270,7 +298,11 @@ def prove_curvature(net, points: int = 1, seed: int = 0) -> list[tuple[str, floa
             t = sp.Dummy("t", real=True)
             along = {w: sp.Rational(ks[w], 1000) + t * sp.Rational(k, 1000) for w, k in zip(flat, kv)}
             memo = {}
-            hv = [evaluate(at_kinks(sp.diff(g.xreplace(along), t), t), {**values, t: mpmath.mpf(0)}, memo) for g in grad]
+            hv = []
+            for i, g in enumerate(grad):
+                step(f"H v: sp.diff of gradient entry {i + 1}/{len(grad)}")
+                hv.append(evaluate(at_kinks(sp.diff(g.xreplace(along), t), t), {**values, t: mpmath.mpf(0)}, memo))
+            step("G v and the Program's statements")
             gv = [evaluate(second[w], values, memo) * v[i] if w in second else mpmath.mpf(0)
                   for i, w in enumerate(flat)]
             for s, out, H, J in examples:

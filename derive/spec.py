@@ -1,4 +1,5 @@
 """Network specs from TOML or Python, validated in one place: every spec error is raised here."""
+import contextlib
 import difflib
 import functools
 import keyword
@@ -185,8 +186,13 @@ class Network:
         return dataclasses.replace(self, inputs=min(self.inputs, cap), layers=layers, _text="", _formulas={})
 
 
+def _closest(word, options) -> list[str]:
+    """The option `word` was most likely meant to be, as a list of one (or none)."""
+    return difflib.get_close_matches(str(word).lower(), list(options), n=1)
+
+
 def _suggest(word: str, options) -> str:
-    match = difflib.get_close_matches(str(word).lower(), list(options), n=1)
+    match = _closest(word, options)
     return f"did you mean '{match[0]}'?" if match else "use one of: " + ", ".join(sorted(options))
 
 
@@ -266,20 +272,120 @@ def _exact_layer(layer: Dense) -> Dense:
     return copy
 
 
-def validate(net: Network) -> None:
-    """Raise SpecError for the first problem in `net`, naming the place and the fix.
+class _Missing:
+    """A required key network_from_dict found missing (and reported): validate skips its checks."""
 
-    First every field is replaced by a copy of exactly its built-in type (see _normalize).
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+
+
+class _Outcome:
+    """Whether the checks inside one `_Problems.check()` passed."""
+
+    def __init__(self):
+        self.ok = True
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class _Problems:
+    """The independent problems of one spec, collected so that one run reports every one, a line each.
+
+        problems = _Problems()
+        with problems.check() as units:   # a SpecError raised inside is kept, and the next check runs
+            ...
+        if units: ...                     # a check that means something only when that one passed
+        problems.raise_any()
     """
+
+    def __init__(self):
+        self.errors = []
+
+    @contextlib.contextmanager
+    def check(self):
+        outcome = _Outcome()
+        try:
+            yield outcome
+        except SpecError as e:
+            outcome.ok = False
+            self.errors.extend(e.errors)
+
+    def raise_any(self) -> None:
+        """Raise one SpecError carrying every problem found, in the order of the file's lines."""
+        if self.errors:
+            raise SpecError.of(sorted(self.errors, key=_line_of)) from None
+
+
+def _line_of(error: SpecError) -> float:
+    """The line a problem names (`line N, ...`); after every line if none (a missing key). A spec
+    given in Python names no lines: its problems keep the order they were found in."""
+    m = re.match(r"line (\d+),", error.where)
+    return int(m.group(1)) if m else math.inf
+
+
+def validate(net: Network) -> None:
+    """Raise SpecError for every independent problem in `net` (one line each), naming the place and the fix.
+
+    First every field is replaced by a copy of exactly its built-in type (see _normalize). The checks
+    that rest on others (the parameter count, the loss/output pairing, a custom loss at the outputs)
+    run once those pass.
+    """
+    problems = _Problems()
+    _validate(net, problems)
+    problems.raise_any()
+
+
+def _validate(net: Network, problems: _Problems) -> None:
+    """validate's checks, adding each problem to `problems`; a field that is _MISSING is not checked."""
     _normalize(net)
     src = net.source
 
     def fail(key, what, fix, layer=None):
         raise SpecError(src, _place(net, key, layer), what, fix)
 
-    if not isinstance(src, str) or not src.isprintable():
+    if not isinstance(src, str) or not src.isprintable():   # every other message would quote it
         raise SpecError(one_line(src), "", "the spec's file name has control characters (it is copied into "
                         "the generated code)", "rename the file")
+    if net.name is not _MISSING:
+        with problems.check():
+            _check_name(net, fail)
+    if net.inputs is not _MISSING:
+        with problems.check():
+            if not _is_int(net.inputs) or not 1 <= net.inputs <= MAX_UNITS:
+                fail("inputs", f"inputs must be a whole number from 1 to {MAX_UNITS}, got {_show(net.inputs)}",
+                     "e.g. inputs = 4")
+    if net.loss is not _MISSING:
+        _check_loss_name(net, problems)
+    _check_penalties(net.penalty, problems, lambda key, what, fix: fail(key, what, fix))
+    if net.layers is not _MISSING:
+        with problems.check() as layers:
+            if not isinstance(net.layers, tuple) or not net.layers:
+                fail("layers", "the network has no layers", "add at least one [[layers]] table with units and activation")
+            if len(net.layers) > MAX_LAYERS:
+                fail("layers", f"{len(net.layers)} layers is more than {MAX_LAYERS}", "use fewer layers")
+        if layers:
+            for l, layer in enumerate(net.layers, start=1):
+                _check_layer(net, l, layer, problems, fail)
+    if problems.errors:
+        return          # what follows reads every field: meaningless until they are right
+    with problems.check():
+        params = sum(n_out * (n_in + 1) for n_in, n_out in zip(net.sizes, net.sizes[1:]))
+        if params > MAX_PARAMS:
+            fail("layers", f"the network has {params:,} weights and biases, more than {MAX_PARAMS:,}",
+                 "use narrower layers")
+    with problems.check():
+        _check_pairing(net, fail)
+        if net.loss_formula is not None:
+            _check_custom_loss(net)
+    if not problems.errors:
+        _warn_unusual(net)
+
+
+def _check_name(net: Network, fail) -> None:
     name_problem = _identifier_problem(net.name)
     if name_problem:
         fail("name", f"name {_show(net.name)} {name_problem}", 'use a Python identifier, e.g. name = "my_net"')
@@ -290,74 +396,83 @@ def validate(net: Network) -> None:
     if shadowed:
         fail("name", f"name '{net.name}' is an installed module ({shadowed}): a generated {net.name}.py would "
              "shadow it for any program started beside it", f"choose another name, e.g. name = \"{net.name}_net\"")
-    if not _is_int(net.inputs) or not 1 <= net.inputs <= MAX_UNITS:
-        fail("inputs", f"inputs must be a whole number from 1 to {MAX_UNITS}, got {_show(net.inputs)}",
-             "e.g. inputs = 4")
-    _check_loss_name(net)
-    _check_penalties(net, net.penalty, lambda key, what, fix: fail(key, what, fix))
-    if not isinstance(net.layers, tuple) or not net.layers:
-        fail("layers", "the network has no layers", "add at least one [[layers]] table with units and activation")
-    if len(net.layers) > MAX_LAYERS:
-        fail("layers", f"{len(net.layers)} layers is more than {MAX_LAYERS}", "use fewer layers")
-    for l, layer in enumerate(net.layers, start=1):
-        if not isinstance(layer, Dense):
+
+
+def _check_layer(net: Network, l: int, layer, problems: _Problems, fail) -> None:
+    """Layer l's units, penalties and activation: independent of one another, a problem each."""
+    if not isinstance(layer, Dense):
+        with problems.check():
             fail("layers", f"layer {l} is a {type(layer).__name__}, not a Dense", "build layers with derive.Dense")
-        if not _is_int(layer.units) or not 1 <= layer.units <= MAX_UNITS:
+        return
+    with problems.check() as units:
+        if layer.units is not _MISSING and (not _is_int(layer.units) or not 1 <= layer.units <= MAX_UNITS):
             fail("units", f"units must be a whole number from 1 to {MAX_UNITS}, got {_show(layer.units)}",
                  "e.g. units = 8", l)
-        _check_penalties(net, layer.penalty, lambda key, what, fix, l=l: fail(key, what, fix, l), l)
-        name = layer.activation
+    _check_penalties(layer.penalty, problems, lambda key, what, fix: fail(key, what, fix, l))
+    name = layer.activation
+    with problems.check() as named:
         if not isinstance(name, str):
             fail("activation", f"activation must be a string, got {_show(name)}", 'e.g. activation = "relu"', l)
-        if layer.formula is not None:
-            if not isinstance(layer.formula, str):
-                fail("formula", f"formula must be a string, got {_show(layer.formula)}",
-                     'e.g. formula = "x*tanh(log(1 + exp(x)))"', l)
-            if name in ACTIVATIONS:
-                fail("activation", f"'{name}' is a built-in activation and cannot take a formula",
-                     "give the custom activation another name, or remove formula", l)
-            problem = _identifier_problem(name)
-            if problem or name.startswith("_"):
-                fail("activation", f"custom activation name {_show(name)} {problem or 'starts with _'}",
-                     'name it with a Python identifier, e.g. activation = "mish"', l)
-            if layer.params:
-                fail(next(iter(layer.params)), "a custom activation takes no parameters",
-                     "write the numbers into the formula", l)
-            f = net.activation_formula(l)   # parses (safely) now, so errors surface at load time
-            for x in PROBES:
-                value = _value(f, x)
-                if value is not None and not math.isfinite(value):
-                    fail("formula", f"{_show(layer.formula)} is not a finite real number at x = {x:g}",
-                         "an activation must be defined for every input (no log or sqrt of negatives, "
-                         "no exp of exp of exp)", l)
-            from .formula import undefined_where
-            problem = undefined_where(f)
-            if problem:
-                fail("formula", f"{_show(layer.formula)} {problem}",
-                     "an activation must be a finite real number for every real x: keep denominators and the "
-                     "arguments of log, roots and tan away from their poles (e.g. 1 + exp(...), x**2 + 1)", l)
-            continue
+    if not named:
+        return
+    if layer.formula is not None:
+        _check_custom_activation(net, l, layer, problems, fail)
+        return
+    with problems.check() as known:
         if name not in ACTIVATIONS:
             fail("activation", f"unknown activation {name!r}",
                  _suggest(name, ACTIVATIONS) + " (or give a formula in x for a custom activation)", l)
-        allowed = {sym.name for sym in ACTIVATIONS[name].params}
-        for key, value in layer.params.items():
+    if not known:
+        return
+    allowed = {sym.name for sym in ACTIVATIONS[name].params}
+    for key, value in layer.params.items():
+        with problems.check():
             if key not in allowed:
                 fix = (f"{name} takes {', '.join(sorted(allowed))}" if allowed else f"{name} takes no parameters")
                 fail(key, f"unknown key '{key}' for activation {name}", fix, l)
             if not _is_number(value) or not (0 < value <= 1e6):
                 fail(key, f"{key} must be a number above 0 and at most 1e6, got {_show(value)}",
                      f"e.g. {key} = 0.1", l)
-        if ACTIVATIONS[name].vector and layer.units < 2:
+    with problems.check():
+        if units and layer.units is not _MISSING and ACTIVATIONS[name].vector and layer.units < 2:
             fail("units", f"{name} needs at least 2 units", "use sigmoid for a single output", l)
-    params = sum(n_out * (n_in + 1) for n_in, n_out in zip(net.sizes, net.sizes[1:]))
-    if params > MAX_PARAMS:
-        fail("layers", f"the network has {params:,} weights and biases, more than {MAX_PARAMS:,}",
-             "use narrower layers")
-    _check_pairing(net, fail)
-    if net.loss_formula is not None:
-        _check_custom_loss(net)
-    _warn_unusual(net)
+
+
+def _check_custom_activation(net: Network, l: int, layer: Dense, problems: _Problems, fail) -> None:
+    """A layer's custom activation: its name, no parameters, and a formula defined for every real x."""
+    name = layer.activation
+    with problems.check() as text:
+        if not isinstance(layer.formula, str):
+            fail("formula", f"formula must be a string, got {_show(layer.formula)}",
+                 'e.g. formula = "x*tanh(log(1 + exp(x)))"', l)
+    with problems.check():
+        if name in ACTIVATIONS:
+            fail("activation", f"'{name}' is a built-in activation and cannot take a formula",
+                 "give the custom activation another name, or remove formula", l)
+        problem = _identifier_problem(name)
+        if problem or name.startswith("_"):
+            fail("activation", f"custom activation name {_show(name)} {problem or 'starts with _'}",
+                 'name it with a Python identifier, e.g. activation = "mish"', l)
+    with problems.check():
+        if layer.params:
+            fail(next(iter(layer.params)), "a custom activation takes no parameters",
+                 "write the numbers into the formula", l)
+    if not text:
+        return
+    with problems.check():
+        f = net.activation_formula(l)   # parses (safely) now, so errors surface at load time
+        for x in PROBES:
+            value = _value(f, x)
+            if value is not None and not math.isfinite(value):
+                fail("formula", f"{_show(layer.formula)} is not a finite real number at x = {x:g}",
+                     "an activation must be defined for every input (no log or sqrt of negatives, "
+                     "no exp of exp of exp)", l)
+        from .formula import undefined_where
+        problem = undefined_where(f)
+        if problem:
+            fail("formula", f"{_show(layer.formula)} {problem}",
+                 "an activation must be a finite real number for every real x: keep denominators and the "
+                 "arguments of log, roots and tan away from their poles (e.g. 1 + exp(...), x**2 + 1)", l)
 
 
 def _loss_place(net: "Network", key: str) -> str:
@@ -381,7 +496,7 @@ def _loss_place(net: "Network", key: str) -> str:
     return f"line {text.count(chr(10), 0, start) + 1}, {path}"
 
 
-def _check_loss_name(net: Network) -> None:
+def _check_loss_name(net: Network, problems: _Problems) -> None:
     """The loss's name, its parameters and its targets (a custom loss's formula is parsed later)."""
     src = net.source
 
@@ -389,64 +504,84 @@ def _check_loss_name(net: Network) -> None:
         raise SpecError(src, _loss_place(net, key), what, fix)
 
     name, formula, target, params = net.loss, net.loss_formula, net.loss_target, net.loss_params
-    if not isinstance(name, str):
-        fail("" if formula is None and not params else "name", f"the loss must be a name, got {_show(name)}",
-             'e.g. loss = "mse", or a [loss] table with name = "..." and a formula in y_hat and y')
-    if not isinstance(params, dict):
-        fail("", f"loss parameters must be a table, got {_show(params)}", "e.g. [loss] name = \"huber\", delta = 0.5")
+    with problems.check() as readable:
+        if not isinstance(name, str):
+            fail("" if formula is None and not params else "name", f"the loss must be a name, got {_show(name)}",
+                 'e.g. loss = "mse", or a [loss] table with name = "..." and a formula in y_hat and y')
+        if not isinstance(params, dict):
+            fail("", f"loss parameters must be a table, got {_show(params)}",
+                 "e.g. [loss] name = \"huber\", delta = 0.5")
+    if not readable:
+        return
     if formula is None:
-        if name not in LOSSES:
-            fail("" if not params and target is None else "name", f"unknown loss {_show(name)}",
-                 _suggest(name, LOSSES) + " (or give a formula in y_hat and y for a custom loss)")
+        with problems.check() as known:
+            if name not in LOSSES:
+                fail("" if not params and target is None else "name", f"unknown loss {_show(name)}",
+                     _suggest(name, LOSSES) + " (or give a formula in y_hat and y for a custom loss)")
+        if not known:
+            return
         entry = LOSSES[name]
         allowed = {sym.name for sym, _ in entry.params}
-        if target is not None:
-            fail("target", f"{name} takes {entry.target} targets and no target key",
-                 "remove target, or write a custom loss (name and formula) to choose the targets")
+        with problems.check():
+            if target is not None:
+                fail("target", f"{name} takes {entry.target} targets and no target key",
+                     "remove target, or write a custom loss (name and formula) to choose the targets")
         for key, value in params.items():
-            if key not in allowed:
-                fix = (f"{name} takes {', '.join(sorted(allowed))}" if allowed else f"{name} takes no parameters")
-                fail(key, f"unknown key {_show(key)} for loss {name}", fix)
-            if not _is_number(value) or not (0 < value <= 1e6):
-                fail(key, f"{key} must be a number above 0 and at most 1e6, got {_show(value)}", f"e.g. {key} = 0.5")
+            with problems.check():
+                if key not in allowed:
+                    fix = (f"{name} takes {', '.join(sorted(allowed))}" if allowed else f"{name} takes no parameters")
+                    fail(key, f"unknown key {_show(key)} for loss {name}", fix)
+                if not _is_number(value) or not (0 < value <= 1e6):
+                    fail(key, f"{key} must be a number above 0 and at most 1e6, got {_show(value)}", f"e.g. {key} = 0.5")
         return
-    if not isinstance(formula, str):
-        fail("formula", f"formula must be a string, got {_show(formula)}", 'e.g. formula = "-y*log(y_hat)"')
-    if name in LOSSES:
-        fail("name", f"'{name}' is a built-in loss and cannot take a formula",
-             "give the custom loss another name, or remove formula")
-    problem = _identifier_problem(name)
-    if problem or name.startswith("_"):
-        fail("name", f"custom loss name {_show(name)} {problem or 'starts with _'}",
-             'name it with a Python identifier, e.g. name = "focal"')
-    if target is not None and target not in TARGETS:
-        fail("target", f"unknown target kind {_show(target)}", _suggest(target, TARGETS) +
-             " (values: y shaped like the output; onehot: rows of class probabilities; labels: integer classes)")
-    if len(params) > MAX_LOSS_PARAMS:
-        fail(next(iter(params)), f"{len(params)} loss parameters is more than {MAX_LOSS_PARAMS}",
-             "write some numbers into the formula")
+    with problems.check():
+        if not isinstance(formula, str):
+            fail("formula", f"formula must be a string, got {_show(formula)}", 'e.g. formula = "-y*log(y_hat)"')
+    with problems.check():
+        if name in LOSSES:
+            fail("name", f"'{name}' is a built-in loss and cannot take a formula",
+                 "give the custom loss another name, or remove formula")
+        problem = _identifier_problem(name)
+        if problem or name.startswith("_"):
+            fail("name", f"custom loss name {_show(name)} {problem or 'starts with _'}",
+                 'name it with a Python identifier, e.g. name = "focal"')
+    with problems.check():
+        if target is not None and target not in TARGETS:
+            fail("target", f"unknown target kind {_show(target)}", _suggest(target, TARGETS) +
+                 " (values: y shaped like the output; onehot: rows of class probabilities; labels: integer classes)")
+    with problems.check() as few:
+        if len(params) > MAX_LOSS_PARAMS:
+            fail(next(iter(params)), f"{len(params)} loss parameters is more than {MAX_LOSS_PARAMS}",
+                 "write some numbers into the formula")
+    if not few:
+        return
     from .formula import CONSTANTS, FUNCTIONS
     taken = {"y", "y_hat", *CONSTANTS, *FUNCTIONS, *LOSS_KEYS}
     for key, value in params.items():
-        problem = _identifier_problem(key)
-        if problem or key.startswith("_") or key in taken:
-            fail(key, f"loss parameter name {_show(key)} {problem or 'is taken (a variable, constant, function or key)'}",
-                 "name a parameter with a Python identifier not used otherwise, e.g. gamma = 2.0")
-        if not _is_number(value) or not math.isfinite(value) or abs(value) > MAX_LOSS_PARAM:
-            fail(key, f"{key} must be a number from -{MAX_LOSS_PARAM:g} to {MAX_LOSS_PARAM:g}, got {_show(value)}",
-                 f"e.g. {key} = 2.0")
+        with problems.check():
+            problem = _identifier_problem(key)
+            if problem or key.startswith("_") or key in taken:
+                fail(key, f"loss parameter name {_show(key)} {problem or 'is taken (a variable, constant, function or key)'}",
+                     "name a parameter with a Python identifier not used otherwise, e.g. gamma = 2.0")
+            if not _is_number(value) or not math.isfinite(value) or abs(value) > MAX_LOSS_PARAM:
+                fail(key, f"{key} must be a number from -{MAX_LOSS_PARAM:g} to {MAX_LOSS_PARAM:g}, got {_show(value)}",
+                     f"e.g. {key} = 2.0")
 
 
-def _check_penalties(net: Network, penalty, fail, layer: int | None = None) -> None:
-    """Weight penalties: a table of PENALTY_KEYS -> numbers from 0 to MAX_PENALTY."""
-    if not isinstance(penalty, dict):
-        fail("l2", f"penalties must be a dict of {', '.join(PENALTY_KEYS)}, got {_show(penalty)}", "e.g. l2 = 1e-4")
+def _check_penalties(penalty, problems: _Problems, fail) -> None:
+    """Weight penalties: a table of PENALTY_KEYS -> numbers from 0 to MAX_PENALTY, a problem per key."""
+    with problems.check() as table:
+        if not isinstance(penalty, dict):
+            fail("l2", f"penalties must be a dict of {', '.join(PENALTY_KEYS)}, got {_show(penalty)}", "e.g. l2 = 1e-4")
+    if not table:
+        return
     for key, value in penalty.items():
-        if key not in PENALTY_KEYS:
-            fail(key, f"unknown penalty {_show(key)}", _suggest(key, PENALTY_KEYS))
-        if not _is_number(value) or not 0 <= value <= MAX_PENALTY:
-            fail(key, f"{key} must be a number from 0 to {MAX_PENALTY:g}, got {_show(value)}",
-                 f"e.g. {key} = 1e-4 (0 for none)")
+        with problems.check():
+            if key not in PENALTY_KEYS:
+                fail(key, f"unknown penalty {_show(key)}", _suggest(key, PENALTY_KEYS))
+            if not _is_number(value) or not 0 <= value <= MAX_PENALTY:
+                fail(key, f"{key} must be a number from 0 to {MAX_PENALTY:g}, got {_show(value)}",
+                     f"e.g. {key} = 1e-4 (0 for none)")
 
 
 # Target values a custom loss must be finite at, per kind of target.
@@ -618,76 +753,94 @@ def network_from_dict(doc: dict, source: str = "<dict>", text: str = "") -> Netw
     """Build a Network from a parsed TOML document, checking types and unknown keys.
 
     Raises:
-        SpecError: the first problem, naming `source`, the line or key, and the fix.
+        SpecError: every independent problem (one line each), naming `source`, the line or key, and the fix.
     """
     probe = Network.__new__(Network)           # only for _place() line lookups
     object.__setattr__(probe, "_text", text)
+    problems = _Problems()
 
     def fail(key, what, fix, layer=None):
         raise SpecError(source, _place(probe, key, layer), what, fix)
 
     if not isinstance(doc, dict):
         fail("", "a spec must be a table", 'start with name = "my_net", inputs, loss and [[layers]] tables')
+    meant = set()               # keys a misspelt key is taken for: not reported missing as well
     for key in doc:
         if key not in TOP_KEYS:
-            if isinstance(key, str) and key.startswith("loss_"):
-                fail(key, f"unknown key {_show(key)}", 'write a custom loss as a [loss] table: name = "focal", '
-                     'formula = "..." in y_hat and y, and its parameters beside them (gamma = 2.0)')
-            fail(key, f"unknown key {_show(key)}", _suggest(key, TOP_KEYS))
-    for key in REQUIRED_KEYS:
-        if key not in doc:
-            fail(key, f"missing key '{key}'", {"name": 'add name = "my_net"', "inputs": "add inputs = 4",
-                                               "loss": 'add loss = "mse"',
-                                               "layers": "add [[layers]] tables"}[key])
-    if not isinstance(doc["layers"], list) or not all(isinstance(t, dict) for t in doc["layers"]):
-        fail("layers", "layers must be an array of tables", "write each layer as a [[layers]] table")
-    if len(doc["layers"]) > MAX_LAYERS:
-        fail("layers", f"{len(doc['layers'])} layers is more than {MAX_LAYERS}", "use fewer layers")
-    every_param = sorted({s.name for a in ACTIVATIONS.values() for s in a.params})
-    layers = []
-    for l, table in enumerate(doc["layers"], start=1):
-        act = table.get("activation", "identity")
-        takes = sorted(s.name for s in ACTIVATIONS[act].params) if isinstance(act, str) and act in ACTIVATIONS \
-            else []
-        params = {}
-        for key, value in table.items():
-            if key in LAYER_KEYS:
-                continue
-            if key in takes:
-                params[key] = value
-                continue
-            close = difflib.get_close_matches(key.lower(), list(LAYER_KEYS) + takes, n=1)
-            if close:
-                fix = f"did you mean '{close[0]}'?"
-            elif key in every_param:
-                fix = f"{act} takes {', '.join(takes)}" if takes else f"{_show(act)} takes no parameters"
-            else:
-                fix = "a layer takes " + ", ".join(list(LAYER_KEYS) + takes)
-            fail(key, f"unknown key {_show(key)} in a layer", fix, l)
-        if "units" not in table:
-            fail("units", "missing key 'units'", "add units = N", l)
-        penalties = {k: table[k] for k in PENALTY_KEYS if k in table}
-        layers.append(Dense(table["units"], act, table.get("formula"), **params, **penalties))
-    loss, loss_formula, loss_target, loss_params = doc["loss"], None, None, {}
+            with problems.check():
+                if isinstance(key, str) and key.startswith("loss_"):
+                    fail(key, f"unknown key {_show(key)}", 'write a custom loss as a [loss] table: name = "focal", '
+                         'formula = "..." in y_hat and y, and its parameters beside them (gamma = 2.0)')
+                meant.update(_closest(key, TOP_KEYS))
+                fail(key, f"unknown key {_show(key)}", _suggest(key, TOP_KEYS))
+    missing = [key for key in REQUIRED_KEYS if key not in doc and key not in meant]
+    if missing:                 # one problem, however many keys: an empty file is one line
+        also = f" (and {', '.join(repr(k) for k in missing[1:])})" if len(missing) > 1 else ""
+        with problems.check():
+            fail(missing[0], f"missing key '{missing[0]}'{also}", "add " + ", ".join(
+                {"name": 'name = "my_net"', "inputs": "inputs = 4", "loss": 'loss = "mse"',
+                 "layers": "[[layers]] tables"}[key] for key in missing))
+    layers = _MISSING
+    if "layers" in doc:
+        with problems.check() as tables:
+            if not isinstance(doc["layers"], list) or not all(isinstance(t, dict) for t in doc["layers"]):
+                fail("layers", "layers must be an array of tables", "write each layer as a [[layers]] table")
+            if len(doc["layers"]) > MAX_LAYERS:
+                fail("layers", f"{len(doc['layers'])} layers is more than {MAX_LAYERS}", "use fewer layers")
+        if tables:
+            layers = tuple(_layer_from_table(table, l, problems, fail) for l, table in enumerate(doc["layers"], 1))
+    loss, loss_formula, loss_target, loss_params = doc.get("loss", _MISSING), None, None, {}
     if isinstance(loss, dict):
         for key, value in loss.items():
-            if not isinstance(key, str) or not key.isprintable():
-                fail("loss", f"unknown key {_show(key)} in the loss table", "a [loss] table takes name, formula, "
-                     "target and the loss's parameters")
-            if key not in LOSS_KEYS:
-                loss_params[key] = value
-        if "name" not in loss:
-            raise SpecError(source, _loss_place(probe, ""), "the loss table has no name",
-                            'add name = "huber" (a registry loss) or a name and a formula for a custom loss')
-        loss, loss_formula, loss_target = loss["name"], loss.get("formula"), loss.get("target")
+            with problems.check():
+                if not isinstance(key, str) or not key.isprintable():
+                    fail("loss", f"unknown key {_show(key)} in the loss table", "a [loss] table takes name, "
+                         "formula, target and the loss's parameters")
+                if key not in LOSS_KEYS:
+                    loss_params[key] = value
+        with problems.check():
+            if "name" not in loss:
+                raise SpecError(source, _loss_place(probe, ""), "the loss table has no name",
+                                'add name = "huber" (a registry loss) or a name and a formula for a custom loss')
+        loss, loss_formula, loss_target = loss.get("name", _MISSING), loss.get("formula"), loss.get("target")
     net = Network.__new__(Network)
-    for attr, value in dict(name=doc["name"], inputs=doc["inputs"], layers=tuple(layers), loss=loss,
-                            source=source, _text=text, _formulas={}, loss_formula=loss_formula,
+    for attr, value in dict(name=doc.get("name", _MISSING), inputs=doc.get("inputs", _MISSING), layers=layers,
+                            loss=loss, source=source, _text=text, _formulas={}, loss_formula=loss_formula,
                             loss_params=loss_params, loss_target=loss_target,
                             penalty={k: doc[k] for k in PENALTY_KEYS if k in doc}).items():
         object.__setattr__(net, attr, value)
-    validate(net)
+    _validate(net, problems)
+    problems.raise_any()
     return net
+
+
+def _layer_from_table(table: dict, l: int, problems: _Problems, fail) -> Dense:
+    """Layer l's Dense from its [[layers]] table; an unknown key is a problem (and left out)."""
+    act = table.get("activation", "identity")
+    takes = sorted(s.name for s in ACTIVATIONS[act].params) if isinstance(act, str) and act in ACTIVATIONS else []
+    every_param = sorted({s.name for a in ACTIVATIONS.values() for s in a.params})
+    params, meant = {}, set()
+    for key, value in table.items():
+        if key in LAYER_KEYS:
+            continue
+        if key in takes:
+            params[key] = value
+            continue
+        close = _closest(key, list(LAYER_KEYS) + takes)
+        meant.update(close)
+        if close:
+            fix = f"did you mean '{close[0]}'?"
+        elif key in every_param:
+            fix = f"{act} takes {', '.join(takes)}" if takes else f"{_show(act)} takes no parameters"
+        else:
+            fix = "a layer takes " + ", ".join(list(LAYER_KEYS) + takes)
+        with problems.check():
+            fail(key, f"unknown key {_show(key)} in a layer", fix, l)
+    if "units" not in table and "units" not in meant:
+        with problems.check():
+            fail("units", "missing key 'units'", "add units = N", l)
+    penalties = {k: table[k] for k in PENALTY_KEYS if k in table}
+    return Dense(table.get("units", _MISSING), act, table.get("formula"), **params, **penalties)
 
 
 def load_spec(path) -> Network:

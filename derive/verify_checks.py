@@ -17,7 +17,6 @@ floating-point evaluation, in either dtype, however wide the network:
                         (below NOISE_SLOPE the remainder is rounding noise and gives no verdict)
 """
 import math
-import sys
 import time
 from dataclasses import dataclass
 
@@ -728,7 +727,8 @@ def check_module(net: Network, module, seed: int = 0, fd_samples: int | None = N
     the float64 gradient a third way. Work is bounded by sizes and counts, never by time.
 
     Args:
-        progress: called with a short text before each case (the CLI shows it on a terminal).
+        progress: called as progress(text, done, total) before each case: `done` of the `total`
+            cases are checked, `text` names the next one (the CLI shows it on a terminal).
         fd_samples: accepted for compatibility; the entries checked follow from FULL_BUDGET.
 
     >>> from derive.spec import Dense, Network
@@ -749,7 +749,7 @@ def check_module(net: Network, module, seed: int = 0, fd_samples: int | None = N
                 cases.append((regime, b, dtype, x, y, params))
     for i, (regime, b, dtype, x, y, params) in enumerate(cases):
         if progress is not None:
-            progress(f"case {i + 1}/{len(cases)}: {regime} point, batch {b}, {np.dtype(dtype).name}")
+            progress(f"{regime} point, batch {b}, {np.dtype(dtype).name}", i, len(cases))
         case = _Case(net, module, rows, regime, b, dtype, x, y, params, np.random.default_rng([seed, i]))
         first64 = dtype == np.float64 and regime != "kinks" and b in (2, 65)
         case.run(fd=first64, taylor=first64 and regime == "normal" and b == 2)
@@ -767,20 +767,3 @@ def check_module(net: Network, module, seed: int = 0, fd_samples: int | None = N
             "sp.diff of every formula, chained in extended precision")
     return Report(net.name, what, ordered, len(cases), time.monotonic() - start)
 
-
-def terminal_progress(stream=None, after: float = 2.0):
-    """A progress callback that writes to a terminal once the check has run `after` seconds."""
-    stream = stream or sys.stderr
-    if not stream.isatty():
-        return None
-    start = time.monotonic()
-    shown = [False]
-
-    def show(text):
-        if time.monotonic() - start >= after:
-            stream.write(f"\rnnderive verify: {text}   ")
-            stream.flush()
-            shown[0] = True
-
-    show.done = lambda: shown[0] and (stream.write("\r" + " " * 70 + "\r"), stream.flush())
-    return show

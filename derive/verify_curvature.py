@@ -116,6 +116,7 @@ def check_curvature(net: Network, module, seed: int = 0, prove: bool = True, pro
     """Check the module's curvature entry points against `net` (see the module docstring).
 
     prove: also run the exact proof of the Program's curvature statements on the small instance.
+    progress: called as progress(text, done, total) before each step (see check_module).
     """
     from .curvature import gauss_newton_split
     from .program import program
@@ -125,10 +126,10 @@ def check_curvature(net: Network, module, seed: int = 0, prove: bool = True, pro
     names = list(net.param_shapes())
     rng = np.random.default_rng(seed)
     if prove:
-        if progress is not None:
-            progress("proof of the curvature statements on the small instance")
         small = small_instance(net)
-        for key, worst in prove_curvature(small):
+        step = None if progress is None else \
+            lambda text, done, total: progress(f"proof: {text}", done, total)
+        for key, worst in prove_curvature(small, progress=step):
             kind, p = key.split()
             rows[(f"symbolic {kind}", p)].record(
                 worst / 1e-30, 1, lambda kind=kind, p=p, worst=worst:
@@ -137,10 +138,10 @@ def check_curvature(net: Network, module, seed: int = 0, prove: bool = True, pro
     prog = program(net)
     split = _Split(net, gauss_newton_split(prog.derivation, prog.forward, prog.backward))
     kinked = _penalty_kinks(prog.derivation)
-    for b in BATCHES:
+    for i, b in enumerate(BATCHES):
         x, y, params = sample_point(net, rng, "normal", b)
         if progress is not None:
-            progress(f"curvature at batch {b}")
+            progress(f"finite differences at batch {b}", i, len(BATCHES))
         signs = _signs(net, params, x, kinked)
 
         def crossing(h, v):

@@ -36,12 +36,59 @@ def init_params(seed=0, dtype=np.float64):
     return params
 
 
+def _dtype(params):
+    """The parameters' dtype, once params is checked to be what PARAM_SHAPES says: a dict of exactly
+    its keys, each a float array of its shape, all of one dtype (else a ValueError naming the parameter)."""
+    try:
+        dtype = params["W1"].dtype
+        if dtype.kind == "f" and len(params) == 4:
+            for p, shape in PARAM_SHAPES.items():
+                a = params[p]
+                if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+                    break
+            else:
+                return dtype
+    except (KeyError, TypeError, AttributeError):
+        pass
+    return _checked_dtype(params)
+
+
+def _checked_dtype(params):
+    """_dtype's careful path: the dtype after all (arrays of an ndarray subclass such as np.memmap), or
+    the ValueError that says which parameter is wrong and what it must be."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of arrays with the keys {list(PARAM_SHAPES)}, got {type(params).__name__}")
+    missing = [p for p in PARAM_SHAPES if p not in params]
+    if missing:
+        raise ValueError(f"params has no {', '.join(map(repr, missing))}: it needs the keys {list(PARAM_SHAPES)} "
+                         "(PARAM_SHAPES gives each one's shape)")
+    unknown = [k for k in params if k not in PARAM_SHAPES]
+    if unknown:
+        raise ValueError(f"params has keys this network does not have: {', '.join(map(repr, unknown))}; "
+                         f"it takes exactly {list(PARAM_SHAPES)}")
+    dtype = None
+    for p, shape in PARAM_SHAPES.items():
+        a = params[p]
+        # np.matrix is an ndarray whose * is a matrix product: the elementwise steps would be wrong
+        if not isinstance(a, np.ndarray) or isinstance(a, np.matrix):
+            raise ValueError(f"params[{p!r}] must be a NumPy array of shape {shape}, got {type(a).__name__}")
+        if a.dtype.kind != "f":
+            # Integer (or bool) weights would turn x into integers too: predict(0.9) == predict(0).
+            raise ValueError(f"params[{p!r}] is {a.dtype}: params must be float arrays (float64 or float32, as "
+                             f"init_params gives), {p} of shape {shape}")
+        if a.shape != shape:
+            raise ValueError(f"params[{p!r}] must have shape {shape}, got {a.shape}")
+        if dtype is None:
+            dtype = a.dtype
+        elif a.dtype != dtype:
+            raise ValueError(f"params[{p!r}] is {a.dtype} and params['W1'] {dtype}: every parameter must have "
+                             "the same dtype (float64 or float32)")
+    return dtype
+
+
 def _inputs(params, x):
-    """x as an array in the parameters' dtype, checked to be (batch, 4)."""
-    dtype = params["W1"].dtype
-    if dtype.kind != "f":
-        # Integer (or bool) weights would turn x into integers too: predict(0.9) == predict(0).
-        raise TypeError(f"params must be float arrays (init_params gives float64 or float32), got {dtype}")
+    """x as an array in the parameters' dtype, checked to be (batch, 4), once params are (_dtype)."""
+    dtype = _dtype(params)
     if type(x) is not np.ndarray or x.dtype != dtype:
         x = np.asarray(x, dtype=dtype)
     if x.ndim != 2 or x.shape[1] != 4 or x.shape[0] == 0:
@@ -75,7 +122,7 @@ def _forward(params, x):
 
 
 def _loss(y, z2):
-    """The batch mean of the per-example custom loss focal, as a Python float."""
+    """L of loss(), as a Python float."""
     return float((-y*(1 - _sigmoid(z2))**2*(z2 - np.logaddexp(0, z2)) + (1 - y)*_sigmoid(z2)**2*np.logaddexp(0, z2)).sum()) / y.shape[0]
 
 
@@ -113,7 +160,8 @@ def forward(params, x):
 
 
 def backward(params, cache, y):
-    """Return dL/dp for every parameter p; L is the batch mean of the custom loss focal (focal)."""
+    """Return dL/dp for every parameter p; L is what loss(params, x, y) returns (focal)."""
+    _dtype(params)
     y = _targets(y, cache["a2"])
     dW1, db1, dW2, db2 = _backward(params, y, 1 / y.shape[0], cache["x"], cache["a1"], cache["z2"], cache["a2"])
     return {
@@ -125,7 +173,12 @@ def backward(params, cache, y):
 
 
 def loss(params, x, y):
-    """The batch mean of the per-example custom loss focal."""
+    """The batch's loss L (focal), as a Python float.
+
+    L = (1/N) sum_n sum_k l(yhat[n, k], y[n, k]), summed over the K = 3 outputs and averaged
+    over the N examples, where l is the custom loss focal
+        l(yhat, y) = -y*(1 - yhat)**2*log(yhat) - yhat**2*(1 - y)*log(1 - yhat)
+    """
     a1, z2, a2 = _forward(params, _inputs(params, x))
     return _loss(_targets(y, a2), z2)
 

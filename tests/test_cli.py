@@ -70,6 +70,24 @@ def test_one_bad_spec_among_good_writes_nothing(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_every_independent_spec_error_is_a_line_of_its_own(tmp_path):
+    first = tmp_path / "first.toml"
+    first.write_text(GOOD.replace('"tanh"', '"tanhh"').replace('"identity"', '"identiy"'))
+    second = tmp_path / "second.toml"
+    second.write_text(GOOD.replace("inputs = 3", "inputs = 0").replace('"tiny"', '"tiny2"'))
+    out = tmp_path / "out"
+    r = run_cli("generate", first, second, "-o", out)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == "", r.stderr
+    expected = [(first, "line 7, layers[1].activation: unknown activation 'tanhh'", "did you mean 'tanh'?"),
+                (first, "line 11, layers[2].activation: unknown activation 'identiy'", "did you mean 'identity'?"),
+                (second, "line 2, inputs: inputs must be a whole number", "e.g. inputs = 4")]
+    lines = r.stderr.splitlines()
+    assert len(lines) == len(expected), r.stderr
+    for line, (spec, place_and_problem, fix) in zip(lines, expected):
+        assert line.startswith(f"nnderive: error: {spec}: {place_and_problem}") and fix in line, line
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_generate_and_verify(tmp_path):
     spec = tmp_path / "tiny.toml"
     spec.write_text(GOOD)
@@ -79,6 +97,7 @@ def test_generate_and_verify(tmp_path):
     assert r.returncode == 0 and "W1" in r.stdout
     r = run_cli("verify", spec)
     assert r.returncode == 0
+    assert r.stderr == "" and "\r" not in r.stdout       # not a terminal: no progress drawn
 
 
 def test_generate_refuses_to_overwrite_a_foreign_file(tmp_path):

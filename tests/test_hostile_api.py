@@ -163,7 +163,7 @@ def test_integer_params_do_not_truncate_x(build_module):
     params = {"W1": np.ones((1, 1), np.int64), "b1": np.zeros(1, np.int64)}
     for call in (lambda: module.predict(params, [[0.9]]), lambda: module.loss(params, [[0.9]], [[0.0]]),
                  lambda: module.sgd_step(params, [[0.9]], [[0.0]], 0.1)):
-        with pytest.raises(TypeError, match="float arrays"):
+        with pytest.raises(ValueError, match="float arrays"):
             call()
     floats = {k: v.astype(np.float64) for k, v in params.items()}
     assert module.predict(floats, [[0.9]])[0, 0] == 0.9
