@@ -221,15 +221,17 @@ def _temporaries(p: Pieces, l: int) -> Equation | None:
     if not temps:
         return None
     names = {s.target for s in temps}
+    kept = {s.name for s in temps}
 
     def shown(expr):
         expr = expr.replace(lambda e: isinstance(e, Like), lambda e: e.args[0]).xreplace({SCALE: 1 / N})
         return unstable(expr.xreplace({array(naming.UPSTREAM): symbol(f"g{l}")}))
-    def defined(s):
+
+    def defined(expr):
         # a mask (t = z > 0, a boolean array) in the document's Iverson bracket
-        return r"\left[%s\right]" % latex(s.expr) if isinstance(s.expr, sp.Rel) else shown(s.expr)
-    rows = [Equation.chain(latex(s.target), defined(s)) for s in temps]
-    readers = [s.name for s in prog.forward + prog.backward if s.name not in names and s.expr.free_symbols & names]
+        return r"\left[%s\right]" % latex(expr) if isinstance(expr, sp.Rel) else shown(expr)
+    rows = [Equation.chain(latex(s.target), defined(s.expr)) for s in temps]
+    readers = [s.name for s in prog.forward + prog.backward if s.name not in kept and s.expr.free_symbols & names]
     for name in dict.fromkeys(readers):
         value = p.composed(name, l) if name in {s.name for s in prog.backward} else prog.defining(name)[-1].expr
         rows.append(Equation.chain(latex(symbol(name)), shown(value)))

@@ -116,10 +116,19 @@ def test_documents_compile_to_pdf(example_docs, unseen_docs, tmp_path):
              for stem, outputs in example_docs.items()}
     texts.update({f"unseen_{name}": text for name, text in unseen_docs.items()})
     assert all(r"\section{Curvature: Hessian- and Gauss-Newton-vector products}" in t for t in texts.values())
+    texts["expanded"] = render_document(load_spec(ROOT / "examples" / "mlp_4_2_3.toml"), expanded=True)
     results = compile_all(texts, tmp_path)
     for name, (code, log, pdf) in results.items():
         assert code == 0 and pdf.exists() and pdf.stat().st_size > 10_000, f"{name} did not compile:\n{log}"
-    assert len(results) == len(EXAMPLES) + len(UNSEEN)
+        # no line too wide or stretched, no equation block taller than its page
+        assert not bad_boxes(pdf.with_suffix(".log")), f"{name}: {bad_boxes(pdf.with_suffix('.log'))}"
+    assert len(results) == len(EXAMPLES) + len(UNSEEN) + 1
+
+
+def bad_boxes(log: Path) -> list[str]:
+    """The Overfull and Underfull boxes pdflatex reported."""
+    return [line for line in log.read_text(errors="replace").splitlines()
+            if re.match(r"(Overfull|Underfull) \\[hv]box", line)]
 
 
 @pytest.mark.parametrize("net", UNSEEN + [load_spec(p) for p in EXAMPLES], ids=lambda n: n.name)
