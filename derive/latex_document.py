@@ -377,7 +377,7 @@ def _output(p: Pieces) -> dict:
     batch = _over_n(latex(symbol(naming.delta(L))), p.delta(L), _in(naming.delta(L), N, net.sizes[L]))
     if out.kind == "jvp":
         batch = Equation.chain(latex(symbol(f"g{L}")), p.upstream(L), note=_text("elementwise")) + batch
-    return dict(kind=out.kind, cancelled=out.in_a is not None, vector=net.is_vector(L), steps=sum(steps[1:], steps[0]),
+    return dict(kind=out.kind, cancelled=out.in_a is not None, vector=net.is_vector(L), steps=Equation.stack(steps),
                 raw=raw_note, batch=batch, instance=instance if net.is_vector(L) else None,
                 condition=None if out.condition is None else latex(out.condition))
 
