@@ -91,7 +91,9 @@ def _width(tex: str) -> float:
 # --- delimiters sized to what they enclose ---------------------------------------------------------------
 
 # What makes a formula taller than a line of text: a delimiter around it must grow (\left ... \right).
-_TALL = re.compile(r"\\(frac|dfrac|sum|prod|int|sqrt|binom|begin|vphantom|left|substack|overset|underset)(?![a-zA-Z])")
+# (a \left. or \right. comes with a phantom: what it stands for is tall)
+_TALL = re.compile(r"\\(frac|dfrac|sum|prod|int|sqrt|binom|begin|vphantom|substack|overset|underset)(?![a-zA-Z])"
+                   r"|\\(left|right)\.")
 _DELIMITER = re.compile(r"\\(left|right)(\\[a-zA-Z]+|\\[{}|]|[()\[\]|.])")
 
 
@@ -109,14 +111,10 @@ def fit_delimiters(tex: str) -> str:
             stack.append(m)
         elif stack:
             pairs.append((stack.pop(), m))
-    flat = []
-    for left, right in pairs:                  # innermost first: a pair closes before the pairs around it
-        inner = tex[left.end():right.start()]
-        for l2, r2 in flat:                    # the flattened pairs inside no longer count as \left
-            if left.end() <= l2.start() and r2.end() <= right.start():
-                inner = inner.replace(l2.group(0), "", 1).replace(r2.group(0), "", 1)
-        if "." not in (left.group(2), right.group(2)) and not _TALL.search(inner):
-            flat.append((left, right))
+    # a pair is flat when nothing tall stands between its delimiters (a pair inside that is not flat
+    # holds something tall, so the pairs around it are not flat either)
+    flat = [(left, right) for left, right in pairs
+            if "." not in (left.group(2), right.group(2)) and not _TALL.search(tex[left.end():right.start()])]
     cuts = sorted([m for pair in flat for m in pair], key=lambda m: m.start())
     out, at = [], 0
     for m in cuts:
@@ -252,8 +250,8 @@ def _parts(expr: sp.Expr, printer: NamePrinter, width: int) -> list[str]:
 def split_lines(expr: sp.Expr, width: int = WIDTH, printer: NamePrinter | None = None) -> list[str]:
     """LaTeX of expr broken into lines of about `width` glyphs at + and - (for align / aligned).
 
-    Sums break between terms; a product breaks inside its longest sum, its parentheses sized to the
-    whole sum on every line (see _sized).
+    Sums break between terms; a product breaks inside its longest sum, whose parentheses are plain
+    around a flat sum and otherwise as tall as the taller of the lines they stand on (see _sized).
     """
     printer = printer or NamePrinter()
     return _pack(_parts(expr, printer, width), width)
