@@ -6,10 +6,10 @@ import sympy as sp
 from . import naming
 from .curvature import gauss_newton_split
 from .errors import DerivationError
-from .latex_layout import WIDTH, Equation, _pack, _parts, _text, visible_width
+from .latex_layout import WIDTH, Equation, _group, _pack, _parts, _text, visible_width
 from .latex_printer import N, ROP, ROP_GN, _NAME, NamePrinter, symbol, tex_name
 from .naming import YSUM
-from .nodes import BatchSum, Dot, Like, T, UnitSum
+from .nodes import BatchSum, Dot, Like, T, UnitSum, unstable
 from .pieces import Pieces
 from .statements import RATE, SCALE, array
 
@@ -163,17 +163,15 @@ def _term_parts(p: Pieces, term: sp.Expr, v: Value, printer: NamePrinter) -> lis
     scalars = [f for f in sp.Mul.make_args(term) if f.free_symbols <= {N}]
     inner = sp.Mul(*[f for f in sp.Mul.make_args(term) if f not in scalars])
     terms = [_matrix(p, t, v) for t in sp.Add.make_args(inner)]
-    whole = terms[0] if len(terms) == 1 else sp.MatAdd(*terms, evaluate=False)
-    if scalars:
-        whole = sp.MatMul(sp.Mul(*scalars), whole, evaluate=False)
+    total = terms[0] if len(terms) == 1 else sp.MatAdd(*terms, evaluate=False)
+    whole = sp.MatMul(sp.Mul(*scalars), total, evaluate=False) if scalars else total
     tex = printer.doprint(whole)
     if visible_width(tex) <= WIDTH or len(terms) == 1:
         return [tex]
     parts = [printer.doprint(t) for t in terms]
     parts = [t if i == 0 or t.startswith("-") else "+ " + t for i, t in enumerate(parts)]
     if scalars:
-        parts[0] = r"%s \Bigl(%s" % (printer.doprint(sp.Mul(*scalars)), parts[0])
-        parts[-1] += r"\Bigr)"
+        return _group(printer.doprint(sp.Mul(*scalars)), parts, printer.doprint(total))
     return parts
 
 
@@ -199,7 +197,14 @@ def _rows(p: Pieces, v: Value, printer: NamePrinter) -> list:
 
 
 def _equation(p: Pieces, values, printer: NamePrinter) -> Equation:
-    return Equation([row for v in values for row in _rows(p, v, printer)])
+    """The values one under the other; a page may break between two layers' values, never inside a layer's."""
+    blocks = []
+    for v in values:
+        if blocks and blocks[-1][0] == v.layer:
+            blocks[-1][1].extend(_rows(p, v, printer))
+        else:
+            blocks.append((v.layer, _rows(p, v, printer)))
+    return Equation.stack(Equation(rows) for _, rows in blocks)
 
 
 def _has_upstream(v: Value, l: int) -> bool:
@@ -223,6 +228,18 @@ def _with_aliases(forward, values: list) -> list:
             k = next(i for i, v in enumerate(out) if v.name == naming.rop(s.expr.name))
             out.insert(k + 1, Value(naming.rop(s.name), [(array(naming.rop(s.expr.name)), "")], out[k].batch))
     return out
+
+
+def _temporaries(statements) -> Equation | None:
+    """R of the temporaries t{l}_i, as the R-forward statements compute them (the rows above write
+    them out where they are read); None if there are none."""
+    rows = []
+    for s in statements:
+        inner = naming.rop_of(s.name)
+        if inner is not None and _NAME.match(inner) and _NAME.match(inner).group(1) == "t":
+            expr = s.expr.replace(lambda e: isinstance(e, Like), lambda e: e.args[0])
+            rows.append(Equation.chain(tex_name(s.name), unstable(expr.xreplace({SCALE: 1 / N}))))
+    return sum(rows[1:], rows[0]) if rows else None
 
 
 def curvature_section(p: Pieces) -> dict | None:
@@ -249,6 +266,7 @@ def curvature_section(p: Pieces) -> dict | None:
     return dict(
         rop=ROP, rop_gn=ROP_GN,
         forward=_equation(p, _with_aliases(prog.forward, jv), plain),
+        temporaries=_temporaries(prog.rforward),
         backward=backward,
         second_order=[l for l in range(L - 1, 0, -1) if any(_has_upstream(v, l) for v in hv)],
         split=gauss_newton_split(prog.derivation, prog.forward, prog.backward),

@@ -4,14 +4,18 @@ import re
 import sympy as sp
 
 from . import naming
-from .backprop import Derivation, _within, softmax_steps
+from .activations import softmax_instance
+from .backprop import _INSTANCE, Derivation, _within, softmax_steps
+from .elementwise import diff
 from .errors import DerivationError
 from .naming import A, X, Y, YHAT, YSUM
+from .nodes import Like, unstable
 from .spec import Network
+from .statements import SCALE, array
 from .latex_curvature import curvature_section
 from .latex_expanded import expanded_section
-from .latex_layout import WIDTH, Equation, _partial, _shape, _text, split_lines, visible_width
-from .latex_printer import N, ROP, Z, at_layer, latex, symbol
+from .latex_layout import WIDTH, Equation, _group, _pack, _parts, _partial, _text, space, visible_width
+from .latex_printer import N, ROP, Z, NamePrinter, at_layer, latex, symbol
 from .pieces import Pieces, function_tex
 
 
@@ -40,48 +44,61 @@ def _layers_info(p: Pieces) -> list[dict]:
         n_in, n_out = net.sizes[l - 1], net.sizes[l]
         out.append(dict(index=l, units=n_out, n_in=n_in, activation=layer.activation, formula=layer.formula,
                         params=_params_tex(layer), fname=function_tex(net, l), vector=net.is_vector(l),
-                        weights=n_in * n_out, biases=n_out, W_shape=_shape(n_out, n_in)))
+                        weights=n_in * n_out, biases=n_out, W_shape=r"%d \times %d" % (n_out, n_in)))
     return out
 
 
-def _names_table(p: Pieces) -> list[tuple[str, str, str, str]]:
-    """(code names, symbol, shape, meaning) for every kind of array the derivation names."""
+def _names_table(p: Pieces) -> list[tuple[list[str], str, str, str]]:
+    """(code names, symbol, shape, meaning) for every kind of array the derivation names; the code
+    names a list (a line may break between two of them, never inside one)."""
     L = p.L
     labels = p.network.loss_entry.target == "labels"
 
     def listed(names):
-        return ", ".join(names) if len(names) <= 3 else f"{names[0]}, ..., {names[-1]}"
+        return names if len(names) <= 3 else [names[0], "...", names[-1]]
 
     def each(f):
         return listed([f(l) for l in range(1, L + 1)])
     hidden = listed([f"{naming.delta(l + 1)} @ {naming.weight(l + 1)}" for l in range(1, L)])
+    batch, weights, biases = space(N, "n_l"), space("n_l", "n_{l-1}"), space("n_l")
     rows = [
-        ("x", r"x = a^{(0)}", r"\left(n, n_0\right)", "inputs, one example per row"),
-        (each(naming.weight), r"W^{(l)}", r"\left(n_l, n_{l-1}\right)", "weights of layer l"),
-        (each(naming.bias), r"b^{(l)}", r"\left(n_l,\right)", "biases of layer l"),
-        (each(naming.pre), r"z^{(l)}", r"\left(n, n_l\right)", "pre-activations of layer l"),
-        (each(naming.act), r"a^{(l)}", r"\left(n, n_l\right)", "activations (outputs) of layer l"),
-        ("y", r"y", r"\left(n, n_L\right)", "targets" + (", the one-hot rows of the integer labels" if labels else "")),
+        (["x"], r"x = a^{(0)}", space(N, "n_0"), "inputs, one example per row"),
+        (each(naming.weight), r"W^{(l)}", weights, "weights of layer l"),
+        (each(naming.bias), r"b^{(l)}", biases, "biases of layer l"),
+        (each(naming.pre), r"z^{(l)}", batch, "pre-activations of layer l"),
+        (each(naming.act), r"a^{(l)}", batch, "activations (outputs) of layer l"),
+        (["y"], r"y", space(N, "n_L"), "targets" + (", the one-hot rows of the integer labels" if labels else "")),
     ]
     if hidden:
-        rows.append((hidden, r"g^{(l)}", r"\left(n, n_l\right)", "upstream gradient dL/da of hidden layer l"))
+        rows.append((hidden, r"g^{(l)}", batch, "upstream gradient dL/da of hidden layer l"))
     rows += [
-        (each(naming.delta), r"\delta^{(l)}", r"\left(n, n_l\right)", "dL/dz of layer l"),
-        (each(lambda l: naming.grad(naming.weight(l))), r"\mathrm{d}W^{(l)}", r"\left(n_l, n_{l-1}\right)",
-         "dL/dW of layer l"),
-        (each(lambda l: naming.grad(naming.bias(l))), r"\mathrm{d}b^{(l)}", r"\left(n_l,\right)", "dL/db of layer l"),
+        (each(naming.delta), r"\delta^{(l)}", batch, "dL/dz of layer l"),
+        (each(lambda l: naming.grad(naming.weight(l))), r"\mathrm{d}W^{(l)}", weights, "dL/dW of layer l"),
+        (each(lambda l: naming.grad(naming.bias(l))), r"\mathrm{d}b^{(l)}", biases, "dL/db of layer l"),
     ]
+    temps = sorted({s.name for s in p.program.forward if _is_temp(s.name)})
+    if temps:
+        rows.append((listed(temps), r"t^{(l)}_{i}", batch, "temporaries of layer l the code keeps (see its activation)"))
     if p.program.rforward:
         u = symbol("u")
         rows += [
             (each(lambda l: f'{naming.DIRECTIONS}["{naming.weight(l)}"]'), latex(symbol(naming.direction("W{l}"))),
-             r"\left(n_l, n_{l-1}\right)", "direction V, weights of layer l"),
+             weights, "direction V, weights of layer l"),
             (each(lambda l: f'{naming.DIRECTIONS}["{naming.bias(l)}"]'), latex(symbol(naming.direction("b{l}"))),
-             r"\left(n_l,\right)", "direction V, biases of layer l"),
-            (", ".join([naming.rop(n) for n in (naming.pre(1), naming.delta(1), naming.grad(naming.weight(1)))] + ["..."]),
+             biases, "direction V, biases of layer l"),
+            ([naming.rop(n) for n in (naming.pre(1), naming.delta(1), naming.grad(naming.weight(1)))] + ["..."],
              r"%s\{%s\}" % (ROP, latex(u)), r"\text{as }" + latex(u), "derivative of u along V"),
         ]
     return rows
+
+
+def _is_temp(name: str) -> bool:
+    return bool(re.fullmatch(r"t\d+_\d+", name))
+
+
+def _in(name: str, *dims) -> str:
+    r"""A note naming where the value lives: z^{(1)} \in \mathbb{R}^{n \times 2}."""
+    return r"%s \in %s" % (latex(symbol(name)), space(*dims))
 
 
 def _forward(p: Pieces) -> Equation:
@@ -90,9 +107,9 @@ def _forward(p: Pieces) -> Equation:
         mat, bias = p.forward(l)
         z, a = symbol(naming.pre(l)), symbol(naming.act(l))
         how = _text("row by row") if net.is_vector(l) else _text("elementwise")
-        eqs.append(Equation([(latex(z), "= %s + %s" % (latex(mat), latex(bias)), _shape(N, net.sizes[l])),
+        eqs.append(Equation([(latex(z), "= %s + %s" % (latex(mat), latex(bias)), _in(naming.pre(l), N, net.sizes[l])),
                              (latex(a), "= " + _fn(net, l, latex(z)), how)]))
-    return Equation([row for eq in eqs for row in eq.rows])
+    return Equation.stack(eqs)
 
 
 def _forward_index(d: Derivation) -> Equation:
@@ -137,7 +154,7 @@ def _index_backprop(d: Derivation) -> list[Equation]:
     eqs.append(Equation.chain(latex(below), r"%s \cdot f_{l-1}'\left(%s\right)" % (_partial(ell, latex(a_prev[r])),
                                                                                   latex(zr)),
                               r"f_{l-1}'\left(%s\right) %s" % (latex(zr), latex(back))))
-    return [eqs[0], Equation([row for eq in eqs[1:] for row in eq.rows])]
+    return [eqs[0], Equation.stack(eqs[1:])]
 
 
 def _loss(p: Pieces) -> dict:
@@ -184,6 +201,43 @@ def _param_name(name: str) -> str:
     return "\\" + name if name.lower() in greek_letters_set else r"\mathrm{%s}" % name.replace("_", r"\_")
 
 
+def _definition(f: sp.Expr) -> sp.Expr | None:
+    """What an activation is, to show after `f(z) =`: its formula, or where the formula is the named function
+    itself (tanh(z) = tanh(z) says nothing) SymPy's rewrite of it in exponentials or cases; None if neither."""
+    if not (isinstance(f, sp.Function) and f.args == (Z,)):
+        return f
+    for form in (sp.exp, sp.Piecewise):
+        rewritten = f.rewrite(form)
+        if rewritten != f:
+            return rewritten
+    return None
+
+
+def _temporaries(p: Pieces, l: int) -> Equation | None:
+    """Layer l's temporaries t{l}_i as the Program defines them, and the statements of the forward and
+    backward passes that read them, composed, as the code computes them (None if it has none)."""
+    prog = p.program
+    temps = [s for s in prog.forward if _is_temp(s.name) and s.name.startswith(f"t{l}_")]
+    if not temps:
+        return None
+    names = {s.target for s in temps}
+    kept = {s.name for s in temps}
+
+    def shown(expr):
+        expr = expr.replace(lambda e: isinstance(e, Like), lambda e: e.args[0]).xreplace({SCALE: 1 / N})
+        return unstable(expr.xreplace({array(naming.UPSTREAM): symbol(f"g{l}")}))
+
+    def defined(expr):
+        # a mask (t = z > 0, a boolean array) in the document's Iverson bracket
+        return r"\left[%s\right]" % latex(expr) if isinstance(expr, sp.Rel) else shown(expr)
+    rows = [Equation.chain(latex(s.target), defined(s.expr)) for s in temps]
+    readers = [s.name for s in prog.forward + prog.backward if s.name not in kept and s.expr.free_symbols & names]
+    for name in dict.fromkeys(readers):
+        value = p.composed(name, l) if name in {s.name for s in prog.backward} else prog.defining(name)[-1].expr
+        rows.append(Equation.chain(latex(symbol(name)), shown(value)))
+    return sum(rows[1:], rows[0])
+
+
 def _activations(p: Pieces) -> list[dict]:
     net, out = p.network, []
     for l in range(1, p.L + 1):
@@ -193,16 +247,14 @@ def _activations(p: Pieces) -> list[dict]:
         piece = p.activation(l)
         gen = {piece.z: Z, piece.a: sp.Symbol("a", real=True)}
         f, fp = piece.f.xreplace(gen), piece.fprime.xreplace(gen)
-        eq = Equation.chain(_fn(net, l, "z"), f) + Equation.chain(
+        defined = _definition(f)
+        eq = Equation.chain(_fn(net, l, "z"), defined) if defined is not None else Equation([])
+        eq = eq + Equation.chain(
             _fn(net, l, "z", prime=True), fp, *([piece.fprime_a.xreplace(gen)] if piece.fprime_a is not None else []),
             note=(r"a = %s" % _fn(net, l, "z")) if piece.fprime_a is not None else "")
-        shared = None
-        if piece.shared:
-            shared = Equation([(latex(t), "= " + latex(e), "") for t, e in piece.shared]
-                              + [(_fn(net, l, latex(piece.z), prime=True), "= " + latex(piece.factor), "")])
         out.append(dict(index=l, vector=False, fname=function_tex(net, l), activation=piece.name,
                         formula=piece.formula_text, eq=eq, rewritten=piece.fprime_a is not None,
-                        shared=shared, constant=not fp.free_symbols))
+                        temporaries=_temporaries(p, l), constant=not fp.free_symbols))
     return out
 
 
@@ -220,15 +272,42 @@ def _softmax_section(p: Pieces) -> dict | None:
     )
 
 
-def _instance(expr: sp.Expr, L: int) -> sp.Expr:
-    """The softmax instance's z1, y1 ... as elements of layer L's arrays."""
+SHOWN_WIDTH = 4    # a softmax output up to this wide has the loss's derivative written out on its own width
+
+
+def _instance(expr: sp.Expr, L: int | None) -> sp.Expr:
+    """A softmax instance's z1, y1, p1 ... as elements of layer L's arrays (z^{(L)}_1 ...), or, for L None,
+    of an instance of its own (z_1 ...)."""
     ren = {}
     for sym in expr.free_symbols:
         m = re.fullmatch(r"([zyp])(\d+)", sym.name)
         if m:
-            base = {"z": naming.pre(L), "y": "y", "p": naming.act(L)}[m.group(1)]
+            base = {"z": naming.pre(L), "y": "y", "p": naming.act(L)}[m.group(1)] if L else m.group(1)
             ren[sym] = sp.IndexedBase(symbol(base))[int(m.group(2))]
     return expr.xreplace(ren)
+
+
+def _softmax_raw(d: Derivation, K: int) -> sp.Expr:
+    """dl/dz_1 of the loss of a softmax of K outputs, by sp.diff; a fused output delta is checked against it.
+
+    The derivation found the fused form on a 3-output instance (and checked it at a second index);
+    here the same form must follow on the network's own width, or the document says nothing.
+    """
+    z = sp.symbols(f"z1:{K + 1}", real=True)
+    y = sp.symbols(f"y1:{K + 1}", real=True)
+    p = sp.symbols(f"p1:{K + 1}", positive=True)
+    total = sum(d.loss.element.subs({YHAT: pk, Y: yk}) for pk, yk in zip(softmax_instance(list(z)), y))
+    raw = diff(total, z[0])
+    out = d.output
+    if out.kind == "fused":
+        one_hot = {y[-1]: 1 - sum(y[:-1])} if out.condition is not None else {}
+        # z_k = log p_k represents any softmax output (softmax is shift-invariant), with sum(p) = 1
+        got = raw.subs(one_hot).subs({zk: sp.log(pk) for zk, pk in zip(z, p)}).subs(p[-1], 1 - sum(p[:-1]))
+        want = out.expr.xreplace({A: p[0], Y: y[0], YSUM: sum(y)}).subs(one_hot)
+        if sp.simplify(got - want) != 0:
+            raise DerivationError(f"{d.network.name}: the fused softmax delta {out.expr} does not follow from the "
+                                  f"derivative of the loss on the network's {K} outputs")
+    return raw
 
 
 def _output(p: Pieces) -> dict:
@@ -287,13 +366,19 @@ def _output(p: Pieces) -> dict:
             else:
                 final = final.xreplace({YSUM: ysum})
                 note = _text("for any targets (their sum is not assumed to be 1)")
-            steps.append(Equation.chain("", expanded, final, note=note))
-        raw_note = Equation.chain(_partial(ell, latex(sp.IndexedBase(symbol(naming.pre(L)))[1])),
-                                  _instance(out.raw, L))
-    batch = _over_n(latex(symbol(naming.delta(L))), p.delta(L), _shape(N, net.sizes[L]))
+            shown = [expanded, final] if latex(expanded) != latex(final) else [final]
+            steps.append(Equation.chain("", *shown, note=note))
+        K = net.sizes[L]
+        own = 2 <= K <= SHOWN_WIDTH
+        raw = _softmax_raw(d, K) if own else out.raw
+        first = sp.IndexedBase(symbol(naming.pre(L)) if own else sp.Symbol("z"))[1]
+        raw_note = Equation.chain(_partial(ell, latex(first)), _instance(raw, L if own else None))
+        instance = dict(own=own, width=K if own else _INSTANCE, derived=_INSTANCE)
+    batch = _over_n(latex(symbol(naming.delta(L))), p.delta(L), _in(naming.delta(L), N, net.sizes[L]))
     if out.kind == "jvp":
         batch = Equation.chain(latex(symbol(f"g{L}")), p.upstream(L), note=_text("elementwise")) + batch
-    return dict(kind=out.kind, cancelled=out.in_a is not None, vector=net.is_vector(L), steps=Equation([row for eq in steps for row in eq.rows]), raw=raw_note, batch=batch,
+    return dict(kind=out.kind, cancelled=out.in_a is not None, vector=net.is_vector(L), steps=Equation.stack(steps),
+                raw=raw_note, batch=batch, instance=instance if net.is_vector(L) else None,
                 condition=None if out.condition is None else latex(out.condition))
 
 
@@ -302,15 +387,15 @@ NOTED = 40    # glyphs of math on a line that also carries a note
 
 def _over_n(lhs: str, value: sp.Expr, note: str) -> Equation:
     """lhs = value, a long (sum) / n written 1/n (...) over several lines (a fraction cannot break)."""
-    single = Equation.chain(lhs, value, note=note)
-    if len(single.rows) > 1 or visible_width(single.rows[0][1]) <= WIDTH or isinstance(value, sp.MatrixExpr):
+    width = WIDTH - visible_width(note)
+    single = Equation.chain(lhs, value, note=note, width=width)
+    if len(single.rows) > 1 or visible_width(single.rows[0][1]) <= width or isinstance(value, sp.MatrixExpr):
         return single
     inner = value * N
     if inner.has(N) or not isinstance(inner, sp.Add):
         return single
-    lines = split_lines(inner, WIDTH - 8)
-    lines[0] = r"\frac{1}{n} \Bigl(" + lines[0]
-    lines[-1] += r"\Bigr)"
+    printer = NamePrinter()
+    lines = _pack(_group(r"\frac{1}{n}", _parts(inner, printer, width - 8), printer.doprint(inner)), width - 8)
     return Equation([(lhs if i == 0 else "", ("= " if i == 0 else r"\quad ") + line, note if i == len(lines) - 1 else "")
                      for i, line in enumerate(lines)])
 
@@ -320,7 +405,7 @@ def _recurrence(p: Pieces) -> list[dict]:
     for l in range(p.L - 1, 0, -1):
         g = symbol(f"g{l}")
         delta = symbol(naming.delta(l))
-        eq = Equation.chain(latex(g), latex(p.upstream(l)), note=_shape(N, net.sizes[l]))
+        eq = Equation.chain(latex(g), latex(p.upstream(l)), note=_in(f"g{l}", N, net.sizes[l]))
         if net.is_vector(l):
             eq = eq + Equation.chain(latex(delta), p.delta(l))
         else:
@@ -331,16 +416,18 @@ def _recurrence(p: Pieces) -> list[dict]:
 
 
 def _gradients(p: Pieces) -> Equation:
-    net, rows = p.network, []
+    net, eqs = p.network, []
     for l in range(1, p.L + 1):
         W, b = symbol(naming.weight(l)), symbol(naming.bias(l))
         dW, db = symbol(naming.grad(naming.weight(l))), symbol(naming.grad(naming.bias(l)))
-        for param, grad, data, shape in ((W, dW, p.dW(l), _shape(net.sizes[l], net.sizes[l - 1])),
-                                         (b, db, p.db(l), _shape(net.sizes[l]))):
+        rows = []
+        for param, grad, data, dims in ((W, dW, p.dW(l), (net.sizes[l], net.sizes[l - 1])),
+                                        (b, db, p.db(l), (net.sizes[l],))):
             extra = p.penalty_gradient(param.name)
             tex = latex(data) + ("" if extra is None else " + " + latex(extra))
-            rows.append((_partial("L", latex(param)), "= %s = %s" % (latex(grad), tex), shape))
-    return Equation(rows)
+            rows.append((_partial("L", latex(param)), "= %s = %s" % (latex(grad), tex), _in(grad.name, *dims)))
+        eqs.append(Equation(rows))
+    return Equation.stack(eqs)
 
 
 def typeset(d: Derivation, expanded: bool = False) -> dict:

@@ -164,6 +164,5 @@ def expanded_section(prog) -> dict:
         for k in range(W.shape[0]):
             rows.append(Equation.chain(_partial(ell, latex(b[k])), latex(dsym[k] + extra[naming.bias(l)](b[k])),
                                        parts[b[k]]))
-        layers.append(dict(index=l, deltas=Equation([r for e in eqs for r in e.rows]),
-                           partials=Equation([r for e in rows for r in e.rows])))
+        layers.append(dict(index=l, deltas=Equation.stack(eqs), partials=Equation.stack(rows)))
     return dict(layers=layers, count=len(parts), points=2, digits=DIGITS)

@@ -155,8 +155,15 @@ class NamePrinter(LatexPrinter):
         return r" \odot ".join(self.parenthesize(a, 50) for a in expr.args)
 
     def _print_Indexed(self, expr):
+        # W^{(l)}_{k,j}, as the elements W1_0_1 -> W^{(1)}_{1,2} are written (one convention)
         base = self._print(expr.base)
-        return "{%s}_{%s}" % (base, "".join(self._print(i) for i in expr.indices))
+        indices = ",".join(self._print(i) for i in expr.indices)
+        return ("{%s}_{%s}" if "_" in base else "%s_{%s}") % (base, indices)
+
+    def _helper_print_standard_power(self, expr, template: str) -> str:
+        if isinstance(expr.base, sp.Indexed):       # (W^{(1)}_{k,j})^{2}: a superscript cannot take another
+            return template % (self.parenthesize_super(self._print(expr.base)), self._print(expr.exp))
+        return super()._helper_print_standard_power(expr, template)
 
     def _print_Total(self, expr):
         """A sum over every entry of a parameter: sum_{k, j} of the entry expression ({W^{(1)}}_{kj})."""

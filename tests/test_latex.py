@@ -20,7 +20,8 @@ from derive import Dense, Network, derive, load_spec
 from derive.errors import NnderiveError
 from derive.program import program
 from derive.latex import (activation, check_partials, expanded_partials, latex, numeric, pieces, softmax_steps,
-                          split_lines, symbol)
+                          split_lines, symbol, visible_width)
+from derive.latex_layout import fit_delimiters
 from derive.verify import load_module
 
 # Some unseen networks are odd on purpose (mse on softmax, untrainable step/sign): their warnings are expected.
@@ -115,10 +116,19 @@ def test_documents_compile_to_pdf(example_docs, unseen_docs, tmp_path):
              for stem, outputs in example_docs.items()}
     texts.update({f"unseen_{name}": text for name, text in unseen_docs.items()})
     assert all(r"\section{Curvature: Hessian- and Gauss-Newton-vector products}" in t for t in texts.values())
+    texts["expanded"] = render_document(load_spec(ROOT / "examples" / "mlp_4_2_3.toml"), expanded=True)
     results = compile_all(texts, tmp_path)
     for name, (code, log, pdf) in results.items():
         assert code == 0 and pdf.exists() and pdf.stat().st_size > 10_000, f"{name} did not compile:\n{log}"
-    assert len(results) == len(EXAMPLES) + len(UNSEEN)
+        # no line too wide or stretched, no equation block taller than its page
+        assert not bad_boxes(pdf.with_suffix(".log")), f"{name}: {bad_boxes(pdf.with_suffix('.log'))}"
+    assert len(results) == len(EXAMPLES) + len(UNSEEN) + 1
+
+
+def bad_boxes(log: Path) -> list[str]:
+    """The Overfull and Underfull boxes pdflatex reported."""
+    return [line for line in log.read_text(errors="replace").splitlines()
+            if re.match(r"(Overfull|Underfull) \\[hv]box", line)]
 
 
 @pytest.mark.parametrize("net", UNSEEN + [load_spec(p) for p in EXAMPLES], ids=lambda n: n.name)
@@ -140,17 +150,17 @@ def test_document_contains_deltas_and_gradients(net, example_docs, unseen_docs):
 
 def test_fused_deltas_are_typeset_with_their_condition(example_docs):
     digits = example_docs["digits_64_32_10"]["digits_64_32_10.tex"]      # sparse_cce: one-hot by construction
-    assert r"&= {a}_{j} - {y}_{j} &&\text{using }\sum_{k=1}^{K} {y}_{k} = 1" in digits
+    assert r"&= a_{j} - y_{j} &&\text{using }\sum_{k=1}^{K} y_{k} = 1" in digits
     assert r"\delta^{(2)} &= \frac{a^{(2)} - y}{n}" in digits
     mnist = example_docs["mnist_784_128_10"]["mnist_784_128_10.tex"]        # cce: nothing assumed of the targets
-    assert r"&= {a}_{j} \sum_{k=1}^{K} {y}_{k} - {y}_{j} &&\text{for any targets" in mnist
+    assert r"&= a_{j} \sum_{k=1}^{K} y_{k} - y_{j} &&\text{for any targets" in mnist
     logreg = example_docs["logistic_regression"]["logistic_regression.tex"]
     assert r"&= a - y &&\text{fused, simplified by SymPy}" in logreg
     seed = example_docs["mlp_4_2_3"]["mlp_4_2_3.tex"]
     # sigmoid' as SymPy derived it, then rewritten in its output
-    assert r"\sigma'\left(z\right) &= \frac{e^{- z}}{\left(1 + e^{- z}\right)^{2}}" in seed
-    assert r"&= a \left(1 - a\right) &&a = \sigma\left(z\right)" in seed
-    assert r"&= g^{(1)} \left[a^{(1)} > 0\right]" in seed         # relu' in its output: [a > 0]
+    assert r"\sigma'(z) &= \frac{e^{- z}}{(1 + e^{- z})^{2}}" in seed
+    assert r"&= a (1 - a) &&a = \sigma(z)" in seed
+    assert r"&= g^{(1)} [a^{(1)} > 0]" in seed         # relu' in its output: [a > 0]
 
 
 def test_documents_are_deterministic():
@@ -221,7 +231,7 @@ def test_curvature_section_tanh_has_the_second_order_term(example_docs):
     tex = example_docs["tanh_regression"]["tanh_regression.tex"]
     forward = _rows_of(tex, r"\subsection*{Forward along", r"\subsection*{Backward along")
     assert r"\mathcal{R}\{z^{(1)}\} &= x {V^{(1)}}^{\top} + \mathbf{1}_{n} {v^{(1)}}^{\top}" in forward
-    assert r"\mathcal{R}\{a^{(1)}\} &= \mathcal{R}\{z^{(1)}\} \left(1 - \left(a^{(1)}\right)^{2}\right)" in forward
+    assert r"\mathcal{R}\{a^{(1)}\} &= \mathcal{R}\{z^{(1)}\} (1 - (a^{(1)})^{2})" in forward
     assert r"\mathcal{R}\{a^{(3)}\} &= \mathcal{R}\{z^{(3)}\}" in forward          # identity: R is linear
     backward = _rows_of(tex, r"\subsection*{Backward along", r"\subsection*{Gauss-Newton")
     assert r"\mathcal{R}\{\delta^{(3)}\} &= \frac{\mathcal{R}\{z^{(3)}\}}{n}" in backward
@@ -229,7 +239,7 @@ def test_curvature_section_tanh_has_the_second_order_term(example_docs):
         # R{g f'} = R{g} f' + g R{f'}: the second term from sp.diff of tanh' = 1 - a^2, in g = delta W
         assert (r"\mathcal{R}\{g^{(%d)}\} &= \mathcal{R}\{\delta^{(%d)}\} W^{(%d)} + \delta^{(%d)} V^{(%d)}"
                 % (l, l + 1, l + 1, l + 1, l + 1)) in backward
-        assert (r"\mathcal{R}\{\delta^{(%d)}\} &= \mathcal{R}\{g^{(%d)}\} \left(1 - \left(a^{(%d)}\right)^{2}\right) \\"
+        assert (r"\mathcal{R}\{\delta^{(%d)}\} &= \mathcal{R}\{g^{(%d)}\} (1 - (a^{(%d)})^{2}) \\*"
                 "\n" r"   &\quad - 2 \mathcal{R}\{a^{(%d)}\} a^{(%d)} g^{(%d)} &&\text{second-order term}"
                 % (l, l, l, l, l, l)) in backward
     assert r"\mathcal{R}\{\mathrm{d}W^{(2)}\} &= {\mathcal{R}\{\delta^{(2)}\}}^{\top} a^{(1)} + {\delta^{(2)}}^{\top} \mathcal{R}\{a^{(1)}\}" in backward
@@ -238,7 +248,7 @@ def test_curvature_section_tanh_has_the_second_order_term(example_docs):
     gn = _rows_of(tex, r"\subsection*{Gauss-Newton", r"\end{document}")
     assert "splits the\nnetwork at the output $a^{(3)}$" in gn          # mse on identity: not a fused delta
     assert r"\mathcal{R}_{G}\{\delta^{(3)}\} &= \frac{\mathcal{R}\{z^{(3)}\}}{n}" in gn
-    assert r"\mathcal{R}_{G}\{\delta^{(1)}\} &= \mathcal{R}_{G}\{g^{(1)}\} \left(1 - \left(a^{(1)}\right)^{2}\right)" in gn
+    assert r"\mathcal{R}_{G}\{\delta^{(1)}\} &= \mathcal{R}_{G}\{g^{(1)}\} (1 - (a^{(1)})^{2})" in gn
     assert r"\mathcal{R}_{G}\{g^{(1)}\} &= \mathcal{R}_{G}\{\delta^{(2)}\} W^{(2)}" in gn   # no V: J^T, all else fixed
     assert "second-order" not in gn and "V^{(" not in gn.split(r"\begin{align*}", 1)[1]
 
@@ -247,11 +257,11 @@ def test_curvature_section_relu_softmax_has_no_second_order_term(example_docs):
     tex = example_docs["relu2_softmax"]["relu2_softmax.tex"]
     forward = _rows_of(tex, r"\subsection*{Forward along", r"\subsection*{Backward along")
     # softmax: the directional derivative of the log-softmax, derived, then R{a} = a R{log a}
-    assert (r"\mathcal{R}\{\log a^{(3)}\} &= \mathcal{R}\{z^{(3)}\} - \left(\mathcal{R}\{z^{(3)}\} \odot a^{(3)}\right) "
+    assert (r"\mathcal{R}\{\log a^{(3)}\} &= \mathcal{R}\{z^{(3)}\} - (\mathcal{R}\{z^{(3)}\} \odot a^{(3)}) "
             r"\mathbf{1}_{2} \mathbf{1}_{2}^{\top}") in forward
     assert r"\mathcal{R}\{a^{(3)}\} &= \mathcal{R}\{\log a^{(3)}\} a^{(3)}" in forward
     backward = _rows_of(tex, r"\subsection*{Backward along", r"\subsection*{Gauss-Newton")
-    assert r"\mathcal{R}\{\delta^{(1)}\} &= \mathcal{R}\{g^{(1)}\} \left[a^{(1)} > 0\right]" in backward
+    assert r"\mathcal{R}\{\delta^{(1)}\} &= \mathcal{R}\{g^{(1)}\} [a^{(1)} > 0]" in backward
     assert "second-order term}" not in backward and "No hidden layer here has one" in backward
     gn = _rows_of(tex, r"\subsection*{Gauss-Newton", r"\end{document}")
     assert "splits the network at the pre-activations $z^{(3)}$" in gn     # softmax + cce: a matching loss
@@ -280,10 +290,10 @@ def test_curvature_section_is_printed_from_the_program():
     tex = planted("rbackward", "Rdelta1", "+=", -3 * Ra1 * a1 * delta1, reads=Ra1)   # the second-order term
     assert second not in tex and r"&\quad - 3 \mathcal{R}\{a^{(1)}\} a^{(1)} g^{(1)} &&\text{second-order term}" in tex
     tex = planted("rforward", "Ra1", "=", symbol("Rz1") * (1 - a1 ** 3))
-    assert r"\mathcal{R}\{a^{(1)}\} &= \mathcal{R}\{z^{(1)}\} \left(1 - \left(a^{(1)}\right)^{3}\right)" in tex
+    assert r"\mathcal{R}\{a^{(1)}\} &= \mathcal{R}\{z^{(1)}\} (1 - (a^{(1)})^{3})" in tex
     tex = planted("gnbackward", "Rdelta1", "*=", 1 - a1 ** 4)
-    assert r"\mathcal{R}_{G}\{\delta^{(1)}\} &= \mathcal{R}_{G}\{g^{(1)}\} \left(1 - \left(a^{(1)}\right)^{4}\right)" in tex
-    assert tex.replace("right)^{4}", "right)^{2}") == original       # nothing else moved
+    assert r"\mathcal{R}_{G}\{\delta^{(1)}\} &= \mathcal{R}_{G}\{g^{(1)}\} (1 - (a^{(1)})^{4})" in tex
+    assert tex.replace("(a^{(1)})^{4}", "(a^{(1)})^{2}") == original       # nothing else moved
 
 
 def test_curvature_names_print_in_the_document_notation():
@@ -407,17 +417,69 @@ def test_api_pieces_are_sympy_in_the_code_names():
         p.delta(3)
 
 
+def _balanced(line: str) -> bool:
+    return line.count(r"\left") == line.count(r"\right")
+
+
 def test_long_formulas_break_between_terms_and_keep_their_factors():
     a = symbol("a1_6")
     ws, qs = sp.symbols("w0:12"), sp.symbols("q0:12")
     total = sum(w * q * (1 - q) for w, q in zip(ws, qs))
     lines = split_lines((1 - a**2) * total, width=60)
     assert len(lines) > 2
-    assert lines[0].startswith(r"\left(1 - \left(a^{(1)}_{7}\right)^{2}\right) \Bigl(")   # the factor keeps its parentheses
-    assert lines[-1].endswith(r"\Bigr)") and all(line.startswith("+ ") for line in lines[1:])
-    joined = " ".join(lines).replace(r"\Bigl(", r"\left(").replace(r"\Bigr)", r"\right)")
-    assert joined == r"\left(%s\right) \left(%s\right)" % (latex(1 - a**2), latex(total))
-    assert split_lines(-3 * a * total, width=60)[0].startswith(r"- 3 a^{(1)}_{7} \Bigl(")
+    # a flat sum across lines: plain parentheses, the size of the text on every line
+    assert lines[0].startswith(r"(1 - (a^{(1)}_{7})^{2}) (q_{0} w_{0} (1 - q_{0})")
+    assert lines[-1].endswith(")") and all(line.startswith("+ ") for line in lines[1:])
+    assert r"\left" not in " ".join(lines) and r"\Bigl" not in " ".join(lines)
+    assert " ".join(lines) == fit_delimiters(r"\left(%s\right) \left(%s\right)" % (latex(1 - a**2), latex(total)))
+    assert split_lines(-3 * a * total, width=60)[0].startswith(r"- 3 a^{(1)}_{7} (")
+
+
+def _phantom(line: str, at: int) -> tuple[str, int]:
+    """The argument of the \vphantom starting at line[at:], and where it ends."""
+    depth, start = 0, at + len(r"\vphantom")
+    for j in range(start, len(line)):
+        depth += {"{": 1, "}": -1}.get(line[j], 0)
+        if depth == 0:
+            return line[start + 1:j], j + 1
+
+
+def test_tall_parentheses_across_lines_are_as_tall_as_both_lines():
+    r"""A group of fractions across lines: each line's \left ... \right pair balances, and each visible
+    parenthesis carries a phantom of the group's part on the other line, so both are as tall as the
+    taller of the two (a fixed \Bigl( is shorter than a fraction)."""
+    u = sp.symbols("u0:12")
+    total = sum(sp.exp(uk) / (1 + sp.exp(-uk)) ** 2 for uk in u)
+    lines = split_lines(symbol("y") * total, width=60)
+    assert len(lines) > 2 and all(_balanced(line) for line in lines)
+    first, last = lines[0], lines[-1]
+    assert first.startswith(r"y \left(\vphantom{") and first.endswith(r" \right.")
+    assert last.startswith(r"\left.\vphantom{") and last.endswith(r"\right)")
+    assert not any(r"\vphantom" in line or r"\left" in line for line in lines[1:-1])
+    up, after_up = _phantom(first, first.index(r"\vphantom"))
+    assert up == last[last.index("{}") + 2:-len(r"\right)")]                  # the closing line's part
+    down, _ = _phantom(last, last.index(r"\vphantom"))
+    assert down == first[after_up:-len(r" \right.")]                          # the opening line's part
+    one_line = split_lines(symbol("y") * total, width=10_000)
+    assert one_line == [fit_delimiters(latex(symbol("y") * total))] and r"\left(\frac" in one_line[0]
+    for line in lines:
+        assert visible_width(line) <= 60 + 12, line
+
+
+def test_delimiters_fit_what_they_enclose():
+    # the printer's \left( \right) grow to a superscript: around a flat formula they become plain
+    assert fit_delimiters(r"\operatorname{ReLU}\left(z^{(1)}\right)") == r"\operatorname{ReLU}(z^{(1)})"
+    assert fit_delimiters(r"\left[z^{(1)} > 0\right]") == "[z^{(1)} > 0]"
+    assert fit_delimiters(r"\left(\left(a^{(1)}\right)^{2}\right)") == "((a^{(1)})^{2})"
+    tall = r"\left(1 + \frac{1}{\left(1 + e^{- z}\right)^{2}}\right)"
+    assert fit_delimiters(tall) == r"\left(1 + \frac{1}{(1 + e^{- z})^{2}}\right)"
+    assert fit_delimiters(r"\left(\textstyle\sum_{k} y_{k}\right)") == r"\left(\textstyle\sum_{k} y_{k}\right)"
+    assert fit_delimiters(r"\left(\vphantom{\frac{1}{2}} a \right.") == r"\left(\vphantom{\frac{1}{2}} a \right."
+    # the document's activations: ReLU(z^{(1)}) with parentheses the size of the text
+    net = Network("fit", 2, [Dense(2, "relu"), Dense(1, "sigmoid")], loss="bce")
+    tex = render_document(net)
+    assert r"a^{(1)} &= \operatorname{ReLU}(z^{(1)})" in tex
+    assert not re.search(r"\\left\(z\^\{\(\d\)\}\\right\)", tex)
 
 
 def test_api_activation_identities():
