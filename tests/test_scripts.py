@@ -122,3 +122,27 @@ def test_script_prints_the_seeds_results(script):
         last = lines[-1]
         assert last.startswith("largest difference from sp.diff of the expanded loss: ")
         assert float(last.rsplit(" ", 1)[1]) < 1e-12
+
+
+def shown_build_output(text: str) -> list[str]:
+    """The lines README's quick start shows `nnderive build` printing ("..." marks lines left out, "; ..." a
+    line cut short)."""
+    start = text.index("`nnderive build` prints the derivation")
+    block = re.search(r"^```\n(.*?)^```$", text[start:], flags=re.M | re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() not in ("", "...")]
+
+
+def test_readme_quick_start_shows_what_build_prints(tmp_path):
+    """Each line the quick start shows `nnderive build examples/mlp_4_2_3.toml` printing is printed, in order."""
+    shown = shown_build_output((ROOT / "README.md").read_text())
+    assert len(shown) > 15
+    proc = subprocess.run([sys.executable, "-m", "codegen.cli", "build", "examples/mlp_4_2_3.toml", "-o", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    printed, at = proc.stdout.splitlines(), 0
+    for line in shown:
+        head = line.rstrip()[:-3] if line.rstrip().endswith("; ...") else None     # a line shown cut short
+        matches = [i for i in range(at, len(printed))
+                   if (printed[i].startswith(head) if head else printed[i].rstrip() == line.rstrip())]
+        assert matches, f"README shows {line!r}, which build does not print (after line {at})"
+        at = matches[0] + 1
