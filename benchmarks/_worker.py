@@ -302,7 +302,10 @@ def reference_probe(net, params, x, y):
     ref = {k: v.copy() for k, v in params.items()}
     loss = reference_numpy.sgd_step(ref, x, y, LR, net.head)
     update = math.sqrt(sum(float(np.sum((ref[k].astype(np.float64) - params[k]) ** 2)) for k in ref))
-    return {"loss": float(loss), "update_norm": update}
+    # ||params||: storing each updated entry in the params' dtype rounds it by up to eps |entry|, so two
+    # correct steps' update norms (after - before) may differ by ~eps ||params||, whatever the tolerance
+    norm = math.sqrt(sum(float(np.sum(np.asarray(ref[k], np.float64) ** 2)) for k in ref))
+    return {"loss": float(loss), "update_norm": update, "param_norm": norm}
 
 
 def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir, device="cpu", check=False):
@@ -326,7 +329,8 @@ def measure(runtime, net_name, batch, dtype, repeats, min_time, generated_dir, d
     loss = step()  # also compiles (jax)
     after = get_params()
     update = math.sqrt(sum(float(np.sum((after[k].astype(np.float64) - before[k]) ** 2)) for k in before))
-    result["probe"] = {"loss": None if loss is None else float(loss), "update_norm": update}
+    norm = math.sqrt(sum(float(np.sum(np.asarray(after[k], np.float64) ** 2)) for k in after))
+    result["probe"] = {"loss": None if loss is None else float(loss), "update_norm": update, "param_norm": norm}
     result["dtypes_after"] = sorted({str(v.dtype) for v in after.values()})
 
     times, cpu_times, loss = time_calls(step, repeats, min_time)

@@ -208,7 +208,7 @@ def render(results, cfg, info, argv, started, elapsed, load, *, title, command, 
              "rounds of the ratio within each round) and by CPU time; < 1 is faster than the peer.",
              "- check: in the first round the worker also runs the hand-written NumPy step "
              "(benchmarks/reference_numpy.py) on the same parameters and batch; ok when the first step's loss "
-             "and update norm agree with it (float32 1e-4, float64 1e-9 relative) and the dtype is kept.", ""]
+             "and update norm agree with it (float32 1e-4, float64 1e-9 relative; the update norm, after - before, also 2 eps ||params||: each updated entry is rounded to the dtype) and the dtype is kept.", ""]
     if targets:
         lines += targets_lines(results, targets)
     lines += results_lines(results, cfg)
