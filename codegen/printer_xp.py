@@ -172,41 +172,41 @@ class ArrayAPIPrinter(NumPyPrinter):
 
     def factor(self, expr) -> str:
         """expr as the right-hand side of `target *= expr`: a bare mask is a comparison there, which
-        _as_factor casts only for a namespace that cannot multiply by a bool array."""
+        _as_factor casts only for a namespace that cannot multiply by a bool array (a step u > 0:
+        _step)."""
         expr = spelled(expr)
-        if isinstance(expr, sp.Heaviside) and len(expr.args) > 1 and expr.args[1] == 0:
+        condition = self._condition(expr) if is_mask(expr) else None
+        if condition is None:
+            return self.doprint(expr)
+        if isinstance(expr, sp.Heaviside) and isinstance(condition, sp.StrictGreaterThan):
             self.helpers.add("_step")
             return f"_step(xp, {self._print(expr.args[0])})"
-        if is_mask(expr):
-            cast = self._mask(expr)
-            if cast.startswith("xp.astype("):
-                self.helpers.add("_as_factor")
-                return f"_as_factor(xp, {self._print(self._condition(expr))}, {self._typed(expr)})"
-            return cast
-        return self.doprint(expr)
+        self.helpers.add("_as_factor")
+        return f"_as_factor(xp, {self._print(condition)}, {self._typed(condition)})"
 
     def shown(self, expr) -> str:
         """A factor as a comment shows it: a bare mask as its comparison."""
         expr = spelled(expr)
-        return self._print(self._condition(expr)) if is_mask(expr) else self.doprint(expr)
+        condition = self._condition(expr) if is_mask(expr) else None
+        return self.doprint(expr) if condition is None else self._print(condition)
 
     @staticmethod
     def _condition(expr):
-        """A mask as the comparison it stands for (Heaviside(u, 0) is u > 0, Heaviside(u, 1) is u >= 0)."""
+        """The comparison a mask stands for (Heaviside(u, 0) is u > 0, Heaviside(u, 1) is u >= 0), or None
+        for a step whose value at 0 is neither: that one is a float expression, not a comparison."""
         if isinstance(expr, sp.Heaviside):
             h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+            if h0 not in (0, 1):
+                return None
             return expr.args[0] > 0 if h0 == 0 else expr.args[0] >= 0
         return expr
 
     def _mask(self, expr) -> str:
         # The standard has no bool * float: the comparison is cast to the dtype of the array it compares.
-        if isinstance(expr, sp.Heaviside):
-            h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
-            if h0 in (0, 1):
-                expr = expr.args[0] > 0 if h0 == 0 else expr.args[0] >= 0
-            else:
-                return self._print(expr)
-        return f"xp.astype({self._print(expr)}, {self._dtype_of(expr)})"
+        condition = self._condition(expr)
+        if condition is None:
+            return self._print(expr)
+        return f"xp.astype({self._print(condition)}, {self._dtype_of(condition)})"
 
     def _dtype_of(self, expr) -> str:
         """The dtype of the arrays expr reads (every array of a pass has the working dtype)."""
